@@ -1,0 +1,722 @@
+"""ctftp's configuration: the key table, the ``key=value`` file parser and ``ServerConfig``.
+
+Everything a user can configure is described once, in :data:`KEYS`. The twistd
+options (``ctftp.tap``), the reference in ``docs/configuration.md`` and
+``ctftp.conf.example`` all follow that table, so a key cannot be known to one
+of them and missing from another.
+
+A user mistake must stop start-up with exactly one line that says where the
+mistake is (file and line, or the command-line option), which key, and what was
+expected; :class:`ConfigError` carries that line and nothing else, so callers
+print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "KEYS",
+    "UNSUPPORTED_KEYS",
+    "ConfigError",
+    "Key",
+    "ServerConfig",
+    "checkKey",
+]
+
+
+class ConfigError(Exception):
+    """One-line, user-facing message, e.g. ``ctftp.conf:12: timeout_sec: expected ...``.
+
+    The message is complete on its own (it names the file and line or the
+    command-line option), so the command-line front end prints ``str(error)``
+    and exits instead of showing a traceback for what is a user mistake.
+    """
+
+
+class BadValueError(ValueError):
+    """A ``ValueError`` that names the offending part of a list value.
+
+    For ``root_dir=a,b,missing`` the message should quote ``missing``, not the
+    whole list; ``got`` carries that part.
+    """
+
+    def __init__(self, expected: str, got: object) -> None:
+        super().__init__(expected)
+        self.got = got
+
+
+# ---------------------------------------------------------------------------
+# Parse functions: str -> value, raising ValueError("expected ...").
+# ---------------------------------------------------------------------------
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_BOOL_EXPECTED = "expected true/false, yes/no, on/off or 1/0"
+
+_LOG_LEVELS = {
+    "error": "error",
+    "warn": "warn",
+    "warning": "warn",
+    "info": "info",
+    "debug": "debug",
+}
+_LOG_FORMATS = ("text", "json")
+
+MIN_BLKSIZE = 8
+MAX_BLKSIZE = 65464
+
+
+def parseBool(raw: str) -> bool:
+    """Parse a boolean in any of the spellings the classic servers' configs use."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(_BOOL_EXPECTED)
+
+
+def _intIn(raw: str, low: int, high: int | None, expected: str) -> int:
+    text = raw.strip()
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ValueError(expected) from None
+    if value < low or (high is not None and value > high):
+        raise ValueError(expected)
+    return value
+
+
+def parseTimeout(raw: str) -> float:
+    """Parse ``timeout_sec``: seconds, fractions allowed, strictly positive and finite."""
+    expected = "expected a number of seconds greater than 0"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(expected) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(expected)
+    return value
+
+
+def parseMaxRetries(raw: str) -> int:
+    """Parse ``max_retries``: a count of resends, so zero is allowed."""
+    return _intIn(raw, 0, None, "expected a whole number 0 or greater")
+
+
+def parseMaxBlksize(raw: str) -> int:
+    """Parse ``max_blksize``: the RFC 2348 range, since a cap outside it means nothing."""
+    return _intIn(
+        raw,
+        MIN_BLKSIZE,
+        MAX_BLKSIZE,
+        f"expected a whole number from {MIN_BLKSIZE} to {MAX_BLKSIZE}",
+    )
+
+
+def parseMaxConnections(raw: str) -> int:
+    """Parse ``max_connections``: at least one, or the server could serve nobody."""
+    return _intIn(raw, 1, None, "expected a whole number 1 or greater")
+
+
+def parseLogLevel(raw: str) -> str:
+    """Parse ``log_level``, accepting ``warning`` for ``warn`` as Python users write it."""
+    value = raw.strip().lower()
+    try:
+        return _LOG_LEVELS[value]
+    except KeyError:
+        raise ValueError("expected one of error, warn, info, debug") from None
+
+
+def parseLogFormat(raw: str) -> str:
+    """Parse ``log_format``."""
+    value = raw.strip().lower()
+    if value not in _LOG_FORMATS:
+        raise ValueError("expected text or json")
+    return value
+
+
+def _port(text: str, expected: str, low: int = 0) -> int:
+    text = text.strip()
+    if not text.isdigit():
+        raise ValueError(expected)
+    value = int(text)
+    if not low <= value <= 65535:
+        raise ValueError(expected)
+    return value
+
+
+def _host(text: str, expected: str) -> str:
+    """Normalise an IP literal (brackets allowed around IPv6) or raise ValueError."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(expected) from None
+
+
+_LISTENER_EXPECTED = "expected HOST:PORT with an IP address and a port 0..65535 ([::1]:69 for IPv6)"
+
+
+def parseListener(raw: str) -> tuple[str, int]:
+    """Parse one ``HOST:PORT``; IPv6 must be bracketed so the port is not ambiguous."""
+    text = raw.strip()
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] != ":":
+            raise BadValueError(_LISTENER_EXPECTED, text)
+        host, port = text[: close + 1], text[close + 2 :]
+        try:
+            address = ipaddress.ip_address(host[1:-1])
+        except ValueError:
+            raise BadValueError(_LISTENER_EXPECTED, text) from None
+        if address.version != 6:
+            raise BadValueError(_LISTENER_EXPECTED, text)
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            raise BadValueError(_LISTENER_EXPECTED, text)
+    try:
+        return (_host(host, _LISTENER_EXPECTED), _port(port, _LISTENER_EXPECTED))
+    except ValueError:
+        raise BadValueError(_LISTENER_EXPECTED, text) from None
+
+
+def _checkDistinct(listeners: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    seen: set[tuple[str, int]] = set()
+    result = []
+    for host, port in listeners:
+        if port != 0 and (host, port) in seen:
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise BadValueError("expected each HOST:PORT only once", shown)
+        seen.add((host, port))
+        result.append((host, port))
+    if not result:
+        raise ValueError("expected at least one HOST:PORT")
+    return tuple(result)
+
+
+def parseListeners(raw: str) -> tuple[tuple[str, int], ...]:
+    """Parse ``listeners``: a comma list of ``HOST:PORT``."""
+    parts = [part for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("expected at least one HOST:PORT")
+    return _checkDistinct(parseListener(part) for part in parts)
+
+
+def parseRefuseOptions(raw: str) -> frozenset[str]:
+    """Parse ``refuse_options``: option names compare case-insensitively on the wire."""
+    names = set()
+    for part in raw.split(","):
+        name = part.strip().lower()
+        if not name:
+            continue
+        if any(ch.isspace() or ch == "=" for ch in name) or not name.isprintable():
+            raise BadValueError("expected a comma-separated list of option names", part.strip())
+        names.add(name)
+    return frozenset(names)
+
+
+def parsePortRange(raw: str) -> tuple[int, int] | None:
+    """Parse ``port_range``: ``LOW:HIGH``; empty means any port the OS picks."""
+    text = raw.strip()
+    if not text:
+        return None
+    expected = "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise ValueError(expected)
+    lowPort, highPort = _port(low, expected, 1), _port(high, expected, 1)
+    if lowPort > highPort:
+        raise ValueError(expected)
+    return (lowPort, highPort)
+
+
+def _absolute(path: str, base: str | None) -> str:
+    path = os.path.expanduser(path)
+    if base is not None and not os.path.isabs(path):
+        path = os.path.join(base, path)
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _whereRelative(path: str, base: str | None) -> str:
+    if os.path.isabs(os.path.expanduser(path)):
+        return ""
+    return f" (relative to {base if base is not None else os.getcwd()})"
+
+
+def parseRootDir(raw: str, base: str | None = None) -> tuple[str, ...]:
+    """Parse ``root_dir``: existing folders, so a typo fails at start-up, not per request.
+
+    Relative entries are relative to ``base`` (the config file's folder) or,
+    without one, to the current directory.
+    """
+    return _rootDirs([entry.strip() for entry in raw.split(",") if entry.strip()], base)
+
+
+def _rootDirs(entries: list[str], base: str | None) -> tuple[str, ...]:
+    if not entries:
+        raise ValueError("expected a folder or a comma-separated list of folders")
+    result: list[str] = []
+    for entry in entries:
+        path = _absolute(entry, base) if "\0" not in entry else ""
+        if not path or not os.path.isdir(path):
+            raise BadValueError(f"expected an existing folder{_whereRelative(entry, base)}", entry)
+        if path not in result:
+            result.append(path)
+    return tuple(result)
+
+
+def parseLogDir(raw: str, base: str | None = None) -> str:
+    """Parse ``log_dir``: it may not exist yet (the log observer creates it)."""
+    text = raw.strip()
+    if not text:
+        return ""
+    path = _absolute(text, base) if "\0" not in text else ""
+    if not path or (os.path.exists(path) and not os.path.isdir(path)):
+        raise ValueError(f"expected a folder, which need not exist yet{_whereRelative(text, base)}")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The key table.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: everything the parser, the options and the docs need.
+
+    ``default`` is the string a user would write (``None`` when the key is
+    required). ``parse`` turns a raw string into the value, raising
+    ``ValueError("expected ...")``; for path keys ``parseRelative`` does the
+    same with relative paths taken from a given folder (the config file's).
+    """
+
+    name: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any]
+    parseRelative: Callable[[str, str], Any] | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line spelling, ``--key-with-dashes``."""
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, raw: str, base: str | None = None) -> Any:
+        """Parse ``raw``, taking relative paths from ``base`` when given."""
+        if base is not None and self.parseRelative is not None:
+            return self.parseRelative(raw, base)
+        return self.parse(raw)
+
+
+def _keys(*keys: Key) -> Mapping[str, Key]:
+    return MappingProxyType({key.name: key for key in keys})
+
+
+KEYS: Mapping[str, Key] = _keys(
+    Key(
+        "root_dir",
+        None,
+        "folder served; a comma-separated list adds read-only search folders, writes go to the"
+        " first",
+        parseRootDir,
+        parseRootDir,
+    ),
+    Key(
+        "log_dir",
+        "",
+        "folder of the central log ctftp.log; empty: twistd's log only",
+        parseLogDir,
+        parseLogDir,
+    ),
+    Key(
+        "listeners",
+        "0.0.0.0:69",
+        "comma-separated HOST:PORT addresses to serve on; IPv6 as [::]:69",
+        parseListeners,
+    ),
+    Key(
+        "timeout_sec",
+        "3",
+        "seconds before a packet is sent again (fractions allowed)",
+        parseTimeout,
+    ),
+    Key(
+        "max_retries",
+        "5",
+        "sends of one packet again before the transfer is abandoned",
+        parseMaxRetries,
+    ),
+    Key(
+        "log_level",
+        "info",
+        "least severe level logged: error, warn, info or debug",
+        parseLogLevel,
+    ),
+    Key(
+        "log_format",
+        "text",
+        "central log format: text (ctftp lines) or json (one object a line)",
+        parseLogFormat,
+    ),
+    Key(
+        "file_log",
+        "true",
+        "append a line per transfer to <file>.log beside the file served",
+        parseBool,
+    ),
+    Key(
+        "max_blksize",
+        str(MAX_BLKSIZE),
+        f"cap on the negotiated blksize ({MIN_BLKSIZE}..{MAX_BLKSIZE})",
+        parseMaxBlksize,
+    ),
+    Key(
+        "refuse_options",
+        "",
+        "comma-separated TFTP options never accepted, e.g. blksize,tsize",
+        parseRefuseOptions,
+    ),
+    Key(
+        "options",
+        "true",
+        "false: no RFC 2347 option negotiation at all",
+        parseBool,
+    ),
+    Key(
+        "port_range",
+        "",
+        "LOW:HIGH local ports for transfers; empty: any free port",
+        parsePortRange,
+    ),
+    Key(
+        "max_connections",
+        "1000",
+        "concurrent transfers; past it new requests get no reply",
+        parseMaxConnections,
+    ),
+    Key(
+        "require_world_readable",
+        "false",
+        "true: serve only world-readable files",
+        parseBool,
+    ),
+)
+"""Every supported key, in the order the docs and the example file list them."""
+
+UNSUPPORTED_KEYS: tuple[str, ...] = (
+    "event_udp",
+    "event_http_url",
+    "remap_file",
+    "pcre_file",
+    "allow_write",
+    "allow_create",
+    "umask",
+    "write_devnull",
+    "http_relay",
+    "fallback_url",
+    "cache_dir",
+    "allow_clients",
+    "deny_clients",
+    "multicast",
+    "mtftp_file",
+    "metrics_listen",
+    "workers",
+    "systemd",
+)
+"""SPEC keys recognised but not implemented yet: naming one is an error, not a typo.
+
+A later feature moves its key from here into :data:`KEYS`.
+"""
+
+COMMAND_LINE = "command line"
+
+
+# ---------------------------------------------------------------------------
+# ServerConfig
+# ---------------------------------------------------------------------------
+
+
+def _keyword(name: str, expected: str, got: object) -> ConfigError:
+    shown = f"'{got}'" if isinstance(got, str) else repr(got)
+    return ConfigError(f"ServerConfig: {name}: {expected}, got {shown}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A complete, validated server configuration.
+
+    Built from a file (:meth:`fromFile`), from command-line strings
+    (:meth:`fromStrings`) or by keyword from Python. Keyword construction
+    accepts convenient forms (strings, lists) and normalises them, so an
+    embedding application need not know the internal shapes; any value that
+    would be refused in a config file is refused here too.
+    """
+
+    root_dir: tuple[str, ...]
+    log_dir: str = ""
+    listeners: tuple[tuple[str, int], ...] = (("0.0.0.0", 69),)
+    timeout_sec: float = 3.0
+    max_retries: int = 5
+    log_level: str = "info"
+    log_format: str = "text"
+    file_log: bool = True
+    max_blksize: int = MAX_BLKSIZE
+    refuse_options: frozenset[str] = frozenset()
+    options: bool = True
+    port_range: tuple[int, int] | None = None
+    max_connections: int = 1000
+    require_world_readable: bool = False
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value in self._normalised().items():
+            object.__setattr__(self, name, value)
+
+    def _normalised(self) -> dict[str, Any]:
+        """Return every field in its canonical form, or raise ConfigError."""
+        result: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "source":
+                if not isinstance(value, str):
+                    raise _keyword("source", "expected a path", value)
+                result["source"] = _absolute(value, None) if value else ""
+                continue
+            key = KEYS[f.name]
+            try:
+                if isinstance(value, str):
+                    result[f.name] = key.parse(value)
+                else:
+                    result[f.name] = _TYPED[f.name](value)
+            except ValueError as exc:
+                raise _keyword(f.name, str(exc), getattr(exc, "got", value)) from None
+        return result
+
+    @classmethod
+    def fromFile(cls, path: str, overrides: Mapping[str, str] | None = None) -> ServerConfig:
+        """Read a ``key=value`` file; ``overrides`` (from the command line) win over it.
+
+        ``overrides`` maps underscore key names to raw strings; their relative
+        paths are relative to the current directory, the file's to its folder.
+        """
+        base = os.path.dirname(os.path.abspath(path))
+        try:
+            with open(path, encoding="utf-8-sig") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: cannot read config file: not UTF-8 text (byte {exc.start + 1})"
+            ) from None
+        values: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{path}:{number}"
+            stripped = line.strip()
+            if not stripped or stripped[0] in "#;":
+                continue
+            name, sep, raw = stripped.partition("=")
+            name, raw = name.strip(), raw.strip()
+            if not sep or not name:
+                raise ConfigError(f"{where}: expected key=value, got '{stripped}'")
+            _checkName(name, where, name)
+            if name in lines:
+                raise ConfigError(
+                    f"{where}: {name}: duplicate key, first given on line {lines[name]}"
+                )
+            lines[name] = number
+            values[name] = _convert(KEYS[name], raw, base, f"{where}: {name}")
+        values.update(_convertAll(overrides or {}, COMMAND_LINE))
+        if "root_dir" not in values:
+            raise ConfigError(f"{path}: root_dir: required key is missing")
+        return cls(**values, source=os.path.abspath(path))
+
+    @classmethod
+    def fromStrings(cls, values: Mapping[str, str], origin: str = COMMAND_LINE) -> ServerConfig:
+        """Build from raw strings keyed by underscore names, e.g. the command line's.
+
+        Relative paths are relative to the current directory. With the default
+        ``origin`` errors name the ``--option``; otherwise ``origin: key``.
+        """
+        converted = _convertAll(values, origin)
+        if "root_dir" not in converted:
+            if origin == COMMAND_LINE:
+                raise ConfigError(
+                    f"{origin}: --root-dir: required option is missing (or give --config FILE)"
+                )
+            raise ConfigError(f"{origin}: root_dir: required key is missing")
+        return cls(**converted)
+
+
+def _display(name: str, origin: str) -> str:
+    return "--" + name.replace("_", "-") if origin == COMMAND_LINE else name
+
+
+def checkKey(name: str, origin: str = COMMAND_LINE) -> None:
+    """Raise the one-line ConfigError for a name that is not a supported key.
+
+    ``name`` uses underscores or dashes; with the command-line origin the error
+    names ``--the-option`` and suggests the closest option, so a front end
+    that meets an unknown option can say the same as the file parser.
+    """
+    key = name.lstrip("-").replace("-", "_") if origin == COMMAND_LINE else name
+    _checkName(key, origin, _display(key, origin))
+
+
+def _checkName(name: str, where: str, shown: str) -> None:
+    """Raise the one-line error for a key that is not a supported one."""
+    if name in KEYS:
+        return
+    if name in UNSUPPORTED_KEYS:
+        raise ConfigError(f"{where}: {shown}: not supported by this version of ctftp")
+    known = list(KEYS) + list(UNSUPPORTED_KEYS)
+    candidate = name.lower().replace("-", "_")
+    close = [candidate] if candidate in KEYS else difflib.get_close_matches(candidate, known, n=1)
+    kind = "option" if shown.startswith("--") else "key"
+    hint = ""
+    if close:
+        suggestion = "--" + close[0].replace("_", "-") if kind == "option" else close[0]
+        hint = f" (did you mean '{suggestion}'?)"
+    raise ConfigError(f"{where}: unknown {kind} '{shown}'{hint}")
+
+
+def _convert(key: Key, raw: str, base: str | None, where: str) -> Any:
+    try:
+        return key.convert(raw, base)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}, got '{getattr(exc, 'got', raw)}'") from None
+
+
+def _convertAll(values: Mapping[str, str], origin: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, raw in values.items():
+        shown = _display(name, origin)
+        _checkName(name, origin, shown)
+        result[name] = _convert(KEYS[name], raw, None, f"{origin}: {shown}")
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Normalisers for typed keyword arguments (strings go through Key.parse).
+# ---------------------------------------------------------------------------
+
+
+def _typedRootDir(value: object) -> tuple[str, ...]:
+    if isinstance(value, os.PathLike):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ValueError("expected a folder or a sequence of folders")
+    entries = [os.fspath(entry) if isinstance(entry, os.PathLike) else entry for entry in value]
+    if not all(isinstance(entry, str) for entry in entries):
+        raise ValueError("expected a folder or a sequence of folders")
+    return _rootDirs(entries, None)
+
+
+def _typedListeners(value: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, Iterable):
+        raise ValueError(_LISTENER_EXPECTED)
+    result = []
+    for item in value:
+        if isinstance(item, str):
+            result.append(parseListener(item))
+            continue
+        try:
+            host, port = item
+        except (TypeError, ValueError):
+            raise BadValueError(_LISTENER_EXPECTED, item) from None
+        if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+            raise BadValueError(_LISTENER_EXPECTED, item)
+        if not 0 <= port <= 65535:
+            raise BadValueError(_LISTENER_EXPECTED, item)
+        try:
+            result.append((_host(host, _LISTENER_EXPECTED), port))
+        except ValueError:
+            raise BadValueError(_LISTENER_EXPECTED, item) from None
+    return _checkDistinct(result)
+
+
+def _typedInt(parse: Callable[[str], int]) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            parse("not a number")  # raises with the key's own "expected ..." text
+        return parse(str(value))
+
+    return check
+
+
+def _typedTimeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        parseTimeout("not a number")
+    return parseTimeout(repr(float(value)))  # type: ignore[arg-type]
+
+
+def _typedBool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(_BOOL_EXPECTED)
+
+
+def _typedRefuse(value: object) -> frozenset[str]:
+    if not isinstance(value, Iterable):
+        raise ValueError("expected a comma-separated list of option names")
+    names = list(value)
+    if not all(isinstance(name, str) and "," not in name for name in names):
+        raise ValueError("expected a comma-separated list of option names")
+    return parseRefuseOptions(",".join(names))
+
+
+def _typedPortRange(value: object) -> tuple[int, int] | None:
+    expected = "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"
+    if value is None:
+        return None
+    if not isinstance(value, Iterable):
+        raise ValueError(expected)
+    ports = list(value)
+    if len(ports) != 2 or any(isinstance(p, bool) or not isinstance(p, int) for p in ports):
+        raise ValueError(expected)
+    return parsePortRange(f"{ports[0]}:{ports[1]}")
+
+
+def _typedStr(parse: Callable[[str], Any], expected: str) -> Callable[[object], Any]:
+    def check(value: object) -> Any:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            raise ValueError(expected)
+        return parse(value)
+
+    return check
+
+
+_TYPED: dict[str, Callable[[object], Any]] = {
+    "root_dir": _typedRootDir,
+    "log_dir": _typedStr(parseLogDir, "expected a folder path"),
+    "listeners": _typedListeners,
+    "timeout_sec": _typedTimeout,
+    "max_retries": _typedInt(parseMaxRetries),
+    "log_level": _typedStr(parseLogLevel, "expected one of error, warn, info, debug"),
+    "log_format": _typedStr(parseLogFormat, "expected text or json"),
+    "file_log": _typedBool,
+    "max_blksize": _typedInt(parseMaxBlksize),
+    "refuse_options": _typedRefuse,
+    "options": _typedBool,
+    "port_range": _typedPortRange,
+    "max_connections": _typedInt(parseMaxConnections),
+    "require_world_readable": _typedBool,
+}

@@ -1,0 +1,161 @@
+"""The twistd plugin's options and service, and the ``ctftp`` console script.
+
+``twistd ctftp`` reaches this module through ``twisted/plugins/ctftp_plugin.py``.
+Every configuration key in :data:`ctftp.config.KEYS` becomes a
+``--key-with-dashes VALUE`` option here, so the command line can do everything
+the config file can, and wins over it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import TYPE_CHECKING
+
+from twisted.python import usage
+
+from ctftp.config import KEYS, ConfigError, ServerConfig, checkKey
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+
+__all__ = ["Options", "main", "makeService"]
+
+#: Short forms accepted for a key's option: alias -> key name.
+ALIASES: dict[str, str] = {"root": "root_dir", "listen": "listeners"}
+
+EXIT_USAGE = 2
+
+_UNRECOGNIZED = re.compile(r"option (\S+) not recognized")
+
+
+def _help(name: str) -> str:
+    key = KEYS[name]
+    if key.default is None:
+        return f"{key.help} (required unless in --config)"
+    return f"{key.help} (default: {key.default or 'empty'})"
+
+
+def _parameters() -> list[list[str | None]]:
+    params: list[list[str | None]] = [
+        ["config", "c", None, "config file of key=value lines; options given here win over it"]
+    ]
+    for name in KEYS:
+        params.append([name.replace("_", "-"), None, None, _help(name)])
+    for alias, name in ALIASES.items():
+        params.append([alias, None, None, f"short for --{name.replace('_', '-')}"])
+    return params
+
+
+def _fail(message: str) -> SystemExit:
+    """Print one line to stderr and return the exit to raise.
+
+    twistd answers a ``UsageError`` with its whole usage text; a config
+    mistake deserves one line that says what is wrong, so exit directly.
+    """
+    print(f"ctftp: {message}", file=sys.stderr)
+    return SystemExit(EXIT_USAGE)
+
+
+class Options(usage.Options):
+    """``twistd ctftp`` options: ``--config FILE`` plus one option per config key.
+
+    After parsing, ``self.config`` is the complete :class:`ServerConfig`.
+    """
+
+    synopsis = "[--config FILE] [--key-with-dashes VALUE ...]"
+    longdesc = (
+        "Serve files over TFTP. Every config file key is also an option, with dashes for "
+        "underscores; an option given here wins over the file. See docs/configuration.md."
+    )
+    optParameters = _parameters()
+
+    config: ServerConfig
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, answering a mistyped option with one line and a suggestion.
+
+        twistd prints its whole usage text for a ``UsageError``; for
+        ``--timeout-secs`` one line naming ``--timeout-sec`` helps more.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            message = str(error)
+            unknown = _UNRECOGNIZED.match(message)
+            try:
+                if unknown and unknown.group(1).startswith("--"):
+                    checkKey(unknown.group(1))
+                raise ConfigError(f"command line: {message}")
+            except ConfigError as oneLine:
+                raise _fail(str(oneLine)) from None
+
+    def overrides(self) -> dict[str, str]:
+        """Return the options actually given, keyed by config key name.
+
+        Unset options keep their ``None`` default, so only what the user typed
+        overrides the file.
+        """
+        result: dict[str, str] = {}
+        for name in KEYS:
+            value = self.get(name.replace("_", "-"))
+            if value is not None:
+                result[name] = value
+        for alias, name in ALIASES.items():
+            value = self.get(alias)
+            if value is None:
+                continue
+            long = "--" + name.replace("_", "-")
+            if name in result and result[name] != value:
+                raise ConfigError(f"command line: --{alias}: conflicts with {long}; give one")
+            result[name] = value
+        return result
+
+    def postOptions(self) -> None:
+        """Build ``self.config``, turning a user mistake into one line and exit status 2."""
+        try:
+            overrides = self.overrides()
+            path = self.get("config")
+            if path is not None:
+                self.config = ServerConfig.fromFile(path, overrides)
+            else:
+                self.config = ServerConfig.fromStrings(overrides)
+        except ConfigError as error:
+            raise _fail(str(error)) from None
+
+
+def makeService(options: Options) -> IService:
+    """Build the ctftp service tree for twistd, with SIGHUP handling installed."""
+    from ctftp import service
+
+    return service.makeService(options.config, installSignalHandlers=True)
+
+
+USAGE = """\
+usage: ctftp CONFIG [--key-with-dashes VALUE ...]
+       ctftp --root-dir DIR [--listeners HOST:PORT ...]
+
+Runs the TFTP server in the foreground: 'ctftp CONFIG' is 'twistd -n ctftp --config CONFIG'.
+Options are those of 'twistd ctftp --help'."""
+
+
+def twistdArgv(argv: list[str]) -> list[str]:
+    """Return the twistd command line that ``ctftp ARGS`` stands for."""
+    if argv and not argv[0].startswith("-"):
+        return ["twistd", "-n", "ctftp", "--config", argv[0], *argv[1:]]
+    return ["twistd", "-n", "ctftp", *argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``ctftp`` console script: a shorter spelling of ``twistd -n ctftp``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    if args[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0)
+    from twisted.scripts.twistd import run
+
+    sys.argv = twistdArgv(args)
+    run()

@@ -514,14 +514,15 @@ class ServerConfig:
         """
         base = os.path.dirname(os.path.abspath(path))
         try:
-            with open(path, encoding="utf-8-sig") as handle:
-                text = handle.read()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        try:
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{path}: cannot read config file: not UTF-8 text (byte {exc.start + 1})"
-            ) from None
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(f"{path}:{line}: cannot read config file: not UTF-8 text") from None
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
         for number, line in enumerate(text.splitlines(), 1):

@@ -1,0 +1,631 @@
+"""ctftp.config: the key table, the file parser, keyword construction and error lines."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from ctftp.config import KEYS, UNSUPPORTED_KEYS, ConfigError, Key, ServerConfig, checkKey
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    served = tmp_path / "srv"
+    served.mkdir()
+    return served
+
+
+def writeConf(folder: Path, text: str, name: str = "ctftp.conf") -> str:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def load(folder: Path, body: str, root: Path | None = None) -> ServerConfig:
+    """Parse a file made of an optional root_dir line followed by ``body``."""
+    head = f"root_dir={root}\n" if root is not None else ""
+    return ServerConfig.fromFile(writeConf(folder, head + body))
+
+
+def loadError(folder: Path, body: str, root: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(folder, body, root)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# --- the key table -----------------------------------------------------------
+
+
+def test_keys_match_server_config_fields() -> None:
+    names = [f.name for f in dataclasses.fields(ServerConfig) if f.name != "source"]
+    assert list(KEYS) == names
+
+
+def test_keys_records() -> None:
+    for name, key in KEYS.items():
+        assert isinstance(key, Key)
+        assert key.name == name
+        assert key.help and "\n" not in key.help
+        assert key.option == "--" + name.replace("_", "-")
+    assert KEYS["root_dir"].default is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KEYS["timeout_sec"].default = "9"  # type: ignore[misc]
+
+
+def test_key_defaults_parse_to_field_defaults(root: Path) -> None:
+    config = ServerConfig(root_dir=(str(root),))
+    for f in dataclasses.fields(ServerConfig):
+        key = KEYS.get(f.name)
+        if key is None or key.default is None:
+            continue
+        assert key.parse(key.default) == getattr(config, f.name), f.name
+
+
+def test_unsupported_keys_are_not_keys() -> None:
+    assert not set(UNSUPPORTED_KEYS) & set(KEYS)
+    assert "allow_write" in UNSUPPORTED_KEYS and "event_udp" in UNSUPPORTED_KEYS
+
+
+def test_key_parse_raises_value_error_with_expected() -> None:
+    with pytest.raises(ValueError, match="^expected a number of seconds greater than 0$"):
+        KEYS["timeout_sec"].parse("abc")
+
+
+# --- the file format ---------------------------------------------------------
+
+
+def test_minimal_file_and_defaults(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n")
+    config = ServerConfig.fromFile(path)
+    assert config == ServerConfig(root_dir=(str(root),), source=path)
+    assert config.source == path
+    assert config.listeners == (("0.0.0.0", 69),)
+    assert config.timeout_sec == 3.0
+    assert config.max_retries == 5
+    assert config.log_level == "info"
+    assert config.log_format == "text"
+    assert config.file_log is True
+    assert config.max_blksize == 65464
+    assert config.refuse_options == frozenset()
+    assert config.options is True
+    assert config.port_range is None
+    assert config.max_connections == 1000
+    assert config.require_world_readable is False
+    assert config.log_dir == ""
+
+
+def test_comments_blank_lines_and_spaces(tmp_path: Path, root: Path) -> None:
+    text = (
+        "# a hash comment\n"
+        "   ; an indented semicolon comment\n"
+        "\n"
+        "   \t\n"
+        f"  root_dir   =   {root}   \n"
+        "#timeout_sec=abc\n"
+        ";max_retries=abc\n"
+        "\ttimeout_sec\t=\t1.5\n"
+    )
+    config = ServerConfig.fromFile(writeConf(tmp_path, text))
+    assert config.timeout_sec == 1.5
+    assert config.max_retries == 5
+
+
+def test_crlf_and_bom(tmp_path: Path, root: Path) -> None:
+    path = tmp_path / "win.conf"
+    path.write_bytes(b"\xef\xbb\xbfroot_dir=" + str(root).encode() + b"\r\nmax_retries=2\r\n")
+    config = ServerConfig.fromFile(str(path))
+    assert config.root_dir == (str(root),)
+    assert config.max_retries == 2
+
+
+def test_value_may_contain_equals(tmp_path: Path) -> None:
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    config = load(tmp_path, f"root_dir={odd}\n")
+    assert config.root_dir == (str(odd),)
+
+
+def test_line_without_equals(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_sec 3\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}:2: expected key=value, got 'timeout_sec 3'"
+
+
+def test_line_without_key(tmp_path: Path, root: Path) -> None:
+    assert loadError(tmp_path, "=3\n", root).endswith(":2: expected key=value, got '=3'")
+
+
+def test_no_inline_comments(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, "timeout_sec=3 # three\n", root)
+    assert message.endswith(
+        ":2: timeout_sec: expected a number of seconds greater than 0, got '3 # three'"
+    )
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_sec=1\n\nmax_retries=1\ntimeout_sec=2\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}:5: timeout_sec: duplicate key, first given on line 2"
+
+
+def test_unknown_key_suggests_closest(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_secs=3\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}:2: unknown key 'timeout_secs' (did you mean 'timeout_sec'?)"
+
+
+def test_unknown_key_other_case_suggests_key(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, "Max_Retries=3\n", root)
+    assert message.endswith(":2: unknown key 'Max_Retries' (did you mean 'max_retries'?)")
+
+
+def test_unknown_key_can_suggest_unsupported_key(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, "allow_writes=yes\n", root)
+    assert message.endswith(":2: unknown key 'allow_writes' (did you mean 'allow_write'?)")
+
+
+def test_unknown_key_without_suggestion(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, "zzzz=1\n", root)
+    assert message.endswith(":2: unknown key 'zzzz'")
+
+
+@pytest.mark.parametrize("name", UNSUPPORTED_KEYS)
+def test_not_yet_supported_keys(tmp_path: Path, root: Path, name: str) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n{name}=x\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}:2: {name}: not supported by this version of ctftp"
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    path = writeConf(tmp_path, "timeout_sec=3\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}: root_dir: required key is missing"
+
+
+def test_missing_file_names_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile("nope.conf")
+    assert str(info.value) == "nope.conf: cannot read config file: No such file or directory"
+
+
+def test_config_path_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(str(tmp_path))
+    assert str(info.value) == f"{tmp_path}: cannot read config file: Is a directory"
+
+
+def test_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin.conf"
+    path.write_bytes(b"root_dir=/tmp\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(str(path))
+    assert str(info.value) == f"{path}:2: cannot read config file: not UTF-8 text"
+
+
+# --- root_dir and log_dir: paths ---------------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    (etc / "files").mkdir(parents=True)
+    (etc / "more").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = writeConf(etc, "root_dir=files, ./more/ ,files\nlog_dir=logs\n")
+    config = ServerConfig.fromFile(path)
+    assert config.root_dir == (str(etc / "files"), str(etc / "more"))
+    assert config.log_dir == str(etc / "logs")
+
+
+def test_relative_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conf" / "files").mkdir(parents=True)
+    writeConf(tmp_path / "conf", "root_dir=files\n")
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig.fromFile("conf/ctftp.conf")
+    assert config.root_dir == (str(tmp_path / "conf" / "files"),)
+    assert config.source == str(tmp_path / "conf" / "ctftp.conf")
+
+
+def test_root_dir_list_order_and_normalisation(tmp_path: Path, root: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    config = load(tmp_path, f"root_dir={other}/../other/, {root}\n")
+    assert config.root_dir == (str(other), str(root))
+
+
+def test_nonexistent_root(tmp_path: Path) -> None:
+    path = writeConf(tmp_path, "root_dir=missing\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == (
+        f"{path}:1: root_dir: expected an existing folder (relative to {tmp_path}), got 'missing'"
+    )
+
+
+def test_nonexistent_root_in_a_list_names_the_entry(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, f"root_dir={root},/no/such/dir\n")
+    assert message.endswith(":1: root_dir: expected an existing folder, got '/no/such/dir'")
+
+
+def test_root_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    assert "expected an existing folder" in loadError(tmp_path, f"root_dir={tmp_path / 'file'}\n")
+
+
+def test_empty_root(tmp_path: Path) -> None:
+    message = loadError(tmp_path, "root_dir= , \n")
+    assert message.endswith(
+        ":1: root_dir: expected a folder or a comma-separated list of folders, got ','"
+    )
+
+
+def test_log_dir_may_not_exist_yet(tmp_path: Path, root: Path) -> None:
+    config = load(tmp_path, f"log_dir={tmp_path}/a/b\n", root)
+    assert config.log_dir == str(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()
+
+
+def test_log_dir_existing_file(tmp_path: Path, root: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    message = loadError(tmp_path, "log_dir=afile\n", root)
+    assert message.endswith(
+        f":2: log_dir: expected a folder, which need not exist yet (relative to {tmp_path}),"
+        " got 'afile'"
+    )
+
+
+def test_log_dir_empty(tmp_path: Path, root: Path) -> None:
+    assert load(tmp_path, "log_dir=\n", root).log_dir == ""
+
+
+# --- every key: good and bad values ------------------------------------------
+
+GOOD = [
+    ("listeners", "127.0.0.1:6969", (("127.0.0.1", 6969),)),
+    ("listeners", " 0.0.0.0:69 , [::]:69 ", (("0.0.0.0", 69), ("::", 69))),
+    ("listeners", "[::1]:6969", (("::1", 6969),)),
+    ("listeners", "[fe80::0001]:69", (("fe80::1", 69),)),
+    ("listeners", "127.0.0.1:0,127.0.0.1:0", (("127.0.0.1", 0), ("127.0.0.1", 0))),
+    ("listeners", "10.0.0.1:65535", (("10.0.0.1", 65535),)),
+    ("timeout_sec", "3", 3.0),
+    ("timeout_sec", "0.25", 0.25),
+    ("timeout_sec", " 1e1 ", 10.0),
+    ("max_retries", "0", 0),
+    ("max_retries", "12", 12),
+    ("log_level", "error", "error"),
+    ("log_level", "WARN", "warn"),
+    ("log_level", "Warning", "warn"),
+    ("log_level", "info", "info"),
+    ("log_level", "DEBUG", "debug"),
+    ("log_format", "text", "text"),
+    ("log_format", "JSON", "json"),
+    ("file_log", "false", False),
+    ("max_blksize", "8", 8),
+    ("max_blksize", "1428", 1428),
+    ("max_blksize", "65464", 65464),
+    ("refuse_options", "blksize, TSIZE,,", frozenset({"blksize", "tsize"})),
+    ("refuse_options", "", frozenset()),
+    ("options", "no", False),
+    ("port_range", "50000:50999", (50000, 50999)),
+    ("port_range", "1:1", (1, 1)),
+    ("port_range", "", None),
+    ("max_connections", "1", 1),
+    ("require_world_readable", "yes", True),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "value"), GOOD)
+def test_good_values(tmp_path: Path, root: Path, name: str, raw: str, value: object) -> None:
+    config = load(tmp_path, f"{name}={raw}\n", root)
+    assert getattr(config, name) == value
+
+
+BAD = [
+    ("listeners", "", "expected at least one HOST:PORT"),
+    ("listeners", "127.0.0.1", "expected HOST:PORT"),
+    ("listeners", "localhost:69", "expected HOST:PORT"),
+    ("listeners", "127.0.0.1:65536", "expected HOST:PORT"),
+    ("listeners", "127.0.0.1:-1", "expected HOST:PORT"),
+    ("listeners", "127.0.0.1:x", "expected HOST:PORT"),
+    ("listeners", "::1:69", "expected HOST:PORT"),
+    ("listeners", "[::1]69", "expected HOST:PORT"),
+    ("listeners", "[::1:69", "expected HOST:PORT"),
+    ("listeners", "[127.0.0.1]:69", "expected HOST:PORT"),
+    ("listeners", "256.0.0.1:69", "expected HOST:PORT"),
+    ("listeners", "127.0.0.1:69,127.0.0.1:69", "expected each HOST:PORT only once"),
+    ("timeout_sec", "abc", "expected a number of seconds greater than 0"),
+    ("timeout_sec", "0", "expected a number of seconds greater than 0"),
+    ("timeout_sec", "-1", "expected a number of seconds greater than 0"),
+    ("timeout_sec", "nan", "expected a number of seconds greater than 0"),
+    ("timeout_sec", "inf", "expected a number of seconds greater than 0"),
+    ("timeout_sec", "", "expected a number of seconds greater than 0"),
+    ("max_retries", "-1", "expected a whole number 0 or greater"),
+    ("max_retries", "2.5", "expected a whole number 0 or greater"),
+    ("max_retries", "five", "expected a whole number 0 or greater"),
+    ("log_level", "verbose", "expected one of error, warn, info, debug"),
+    ("log_level", "", "expected one of error, warn, info, debug"),
+    ("log_format", "xml", "expected text or json"),
+    ("file_log", "maybe", "expected true/false, yes/no, on/off or 1/0"),
+    ("file_log", "", "expected true/false, yes/no, on/off or 1/0"),
+    ("max_blksize", "7", "expected a whole number from 8 to 65464"),
+    ("max_blksize", "65465", "expected a whole number from 8 to 65464"),
+    ("max_blksize", "big", "expected a whole number from 8 to 65464"),
+    ("refuse_options", "blk size", "expected a comma-separated list of option names"),
+    ("options", "2", "expected true/false, yes/no, on/off or 1/0"),
+    ("port_range", "1000", "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"),
+    ("port_range", "2000:1000", "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"),
+    ("port_range", "0:1000", "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"),
+    ("port_range", "1000:70000", "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"),
+    ("port_range", "a:b", "expected LOW:HIGH with ports 1..65535 and LOW <= HIGH"),
+    ("max_connections", "0", "expected a whole number 1 or greater"),
+    ("max_connections", "many", "expected a whole number 1 or greater"),
+    ("require_world_readable", "o+r", "expected true/false, yes/no, on/off or 1/0"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "expected"), BAD)
+def test_bad_values(tmp_path: Path, root: Path, name: str, raw: str, expected: str) -> None:
+    message = loadError(tmp_path, f"{name}={raw}\n", root)
+    assert message.startswith(f"{tmp_path / 'ctftp.conf'}:2: {name}: {expected}")
+    assert ", got '" in message
+
+
+def test_bad_value_whole_line(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n\n# timeouts\ntimeout_sec=abc\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == (
+        f"{path}:4: timeout_sec: expected a number of seconds greater than 0, got 'abc'"
+    )
+
+
+def test_bad_listener_names_the_entry(tmp_path: Path, root: Path) -> None:
+    message = loadError(tmp_path, "listeners=127.0.0.1:69, [::1]:99999\n", root)
+    assert message.endswith(
+        ":2: listeners: expected HOST:PORT with an IP address and a port 0..65535"
+        " ([::1]:69 for IPv6), got '[::1]:99999'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (word, expected)
+        for words, expected in (
+            (("true", "TRUE", "yes", "Yes", "on", "ON", "1"), True),
+            (("false", "False", "no", "NO", "off", "Off", "0"), False),
+        )
+        for word in words
+    ],
+)
+def test_boolean_spellings(tmp_path: Path, root: Path, raw: str, value: bool) -> None:
+    config = load(tmp_path, f"file_log={raw}\noptions={raw}\nrequire_world_readable={raw}\n", root)
+    assert config.file_log is value
+    assert config.options is value
+    assert config.require_world_readable is value
+
+
+# --- overrides and the command line ------------------------------------------
+
+
+def test_overrides_win_over_the_file(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_sec=5\nlisteners=127.0.0.1:69\n")
+    config = ServerConfig.fromFile(path, {"timeout_sec": "0.5", "max_retries": "1"})
+    assert config.timeout_sec == 0.5
+    assert config.max_retries == 1
+    assert config.listeners == (("127.0.0.1", 69),)
+
+
+def test_override_supplies_missing_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = writeConf(conf, "max_retries=1\n")
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig.fromFile(path, {"root_dir": "srv"})
+    assert config.root_dir == (str(root),)  # relative to the current directory
+
+
+def test_bad_override_names_the_option(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path, {"timeout_sec": "abc"})
+    assert str(info.value) == (
+        "command line: --timeout-sec: expected a number of seconds greater than 0, got 'abc'"
+    )
+
+
+def test_from_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig.fromStrings({"root_dir": "srv", "listeners": "[::1]:6969,127.0.0.1:0"})
+    assert config.root_dir == (str(root),)
+    assert config.listeners == (("::1", 6969), ("127.0.0.1", 0))
+    assert config.source == ""
+
+
+def test_from_strings_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromStrings({})
+    assert str(info.value) == (
+        "command line: --root-dir: required option is missing (or give --config FILE)"
+    )
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromStrings({"root_dir": "/", "timeout_secs": "1"})
+    assert str(info.value) == (
+        "command line: unknown option '--timeout-secs' (did you mean '--timeout-sec'?)"
+    )
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromStrings({"root_dir": "/", "workers": "4"})
+    assert str(info.value) == "command line: --workers: not supported by this version of ctftp"
+
+
+def test_from_strings_other_origin() -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromStrings({"root_dir": "/", "max_retries": "-2"}, origin="environment")
+    assert str(info.value) == (
+        "environment: max_retries: expected a whole number 0 or greater, got '-2'"
+    )
+    with pytest.raises(ConfigError, match="^environment: root_dir: required key is missing$"):
+        ServerConfig.fromStrings({}, origin="environment")
+
+
+def test_check_key() -> None:
+    checkKey("--timeout-sec")
+    checkKey("timeout_sec")
+    with pytest.raises(ConfigError, match=r"^command line: unknown option '--rot-dir' \(did you"):
+        checkKey("--rot-dir")
+    with pytest.raises(ConfigError, match="^x.conf: umask: not supported"):
+        checkKey("umask", "x.conf")
+
+
+# --- keyword construction ----------------------------------------------------
+
+
+def test_keyword_construction(root: Path) -> None:
+    config = ServerConfig(root_dir=(str(root),), listeners=(("127.0.0.1", 6969),))
+    assert config.root_dir == (str(root),)
+    assert config.listeners == (("127.0.0.1", 6969),)
+    assert config.source == ""
+
+
+def test_keyword_convenient_forms(tmp_path: Path, root: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    config = ServerConfig(
+        root_dir=f"{root}, {other}",
+        listeners="127.0.0.1:6969,[::1]:69",
+        refuse_options="TSIZE, blksize",
+        timeout_sec=1,
+        port_range="100:200",
+        log_level="WARNING",
+        log_dir=tmp_path / "logs",  # type: ignore[arg-type]
+    )
+    assert config.root_dir == (str(root), str(other))
+    assert config.listeners == (("127.0.0.1", 6969), ("::1", 69))
+    assert config.refuse_options == frozenset({"tsize", "blksize"})
+    assert config.timeout_sec == 1.0 and isinstance(config.timeout_sec, float)
+    assert config.port_range == (100, 200)
+    assert config.log_level == "warn"
+    assert config.log_dir == str(tmp_path / "logs")
+
+
+def test_keyword_sequences(root: Path) -> None:
+    config = ServerConfig(
+        root_dir=[root],  # type: ignore[arg-type]
+        listeners=["[::1]:6969", ("[::]", 69), ("127.0.0.1", 0)],  # type: ignore[arg-type]
+        refuse_options={"Multicast"},  # type: ignore[arg-type]
+        port_range=[5, 6],  # type: ignore[arg-type]
+    )
+    assert config.root_dir == (str(root),)
+    assert config.listeners == (("::1", 6969), ("::", 69), ("127.0.0.1", 0))
+    assert config.refuse_options == frozenset({"multicast"})
+    assert config.port_range == (5, 6)
+
+
+def test_keyword_relative_root_is_relative_to_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert ServerConfig(root_dir="srv").root_dir == (str(root),)
+
+
+def test_keyword_root_with_comma_in_sequence(tmp_path: Path) -> None:
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    assert ServerConfig(root_dir=(str(odd),)).root_dir == (str(odd),)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"timeout_sec": 0},
+            "ServerConfig: timeout_sec: expected a number of seconds greater than 0, got 0",
+        ),
+        (
+            {"timeout_sec": "abc"},
+            "ServerConfig: timeout_sec: expected a number of seconds greater than 0, got 'abc'",
+        ),
+        ({"max_retries": -1}, "ServerConfig: max_retries: expected a whole number 0 or greater"),
+        ({"max_retries": True}, "ServerConfig: max_retries: expected a whole number"),
+        ({"max_blksize": 70000}, "ServerConfig: max_blksize: expected a whole number from 8"),
+        ({"max_connections": 0}, "ServerConfig: max_connections: expected a whole number 1"),
+        ({"log_level": "loud"}, "ServerConfig: log_level: expected one of"),
+        ({"log_format": 1}, "ServerConfig: log_format: expected text or json, got 1"),
+        ({"file_log": "maybe"}, "ServerConfig: file_log: expected true/false"),
+        ({"options": None}, "ServerConfig: options: expected true/false"),
+        ({"listeners": (("::1", 70000),)}, "ServerConfig: listeners: expected HOST:PORT"),
+        ({"listeners": (("example.com", 69),)}, "ServerConfig: listeners: expected HOST:PORT"),
+        ({"listeners": ()}, "ServerConfig: listeners: expected at least one HOST:PORT"),
+        ({"port_range": (9, 1)}, "ServerConfig: port_range: expected LOW:HIGH"),
+        ({"root_dir": "/no/such/dir"}, "ServerConfig: root_dir: expected an existing folder"),
+        ({"root_dir": ()}, "ServerConfig: root_dir: expected a folder or a comma-separated"),
+        ({"refuse_options": 3}, "ServerConfig: refuse_options: expected a comma-separated"),
+    ],
+)
+def test_keyword_validation(root: Path, kwargs: dict[str, object], message: str) -> None:
+    kwargs.setdefault("root_dir", (str(root),))
+    with pytest.raises(ConfigError) as info:
+        ServerConfig(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_replace_keeps_working(root: Path) -> None:
+    config = ServerConfig(root_dir=(str(root),), listeners=(("127.0.0.1", 6969),))
+    changed = dataclasses.replace(config, timeout_sec=0.5, listeners="[::1]:0")
+    assert changed.timeout_sec == 0.5
+    assert changed.listeners == (("::1", 0),)
+    assert changed.root_dir == config.root_dir
+    with pytest.raises(ConfigError):
+        dataclasses.replace(config, max_retries=-1)
+
+
+def test_frozen_and_hashable(root: Path) -> None:
+    config = ServerConfig(root_dir=(str(root),))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.timeout_sec = 1.0  # type: ignore[misc]
+    assert hash(config) == hash(ServerConfig(root_dir=str(root)))
+
+
+# --- the shipped example -----------------------------------------------------
+
+
+def test_example_config_serves_samples(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths must not depend on the current directory
+    config = ServerConfig.fromFile(str(REPO / "ctftp.conf.example"))
+    assert config.root_dir == (str(REPO / "samples"),)
+    assert config.listeners == (("127.0.0.1", 6969),)
+    assert config.log_dir == ""
+    assert (REPO / "samples" / "hello.txt").is_file()
+    assert (REPO / "samples" / "SEP001122334455.cnf.xml").is_file()
+    assert (REPO / "samples" / "pxelinux.cfg" / "default").is_file()
+
+
+def test_example_and_docs_list_every_key() -> None:
+    example = (REPO / "ctftp.conf.example").read_text()
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    for name, key in KEYS.items():
+        assert f"\n{name}=" in example, name
+        assert f"`{name}`" in docs, name
+        assert key.option in docs, name
+    for name in UNSUPPORTED_KEYS:
+        assert f"`{name}`" in docs, name
+    assert os.path.basename(str(REPO / "samples")) in docs

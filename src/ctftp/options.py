@@ -1,0 +1,143 @@
+"""RFC 2347/2348/2349/7440 option negotiation, plus tftp-hpa's ``blksize2`` and
+``utimeout``. Pure: the caller passes the request's options, the server's
+policy and the file size, and gets back what was agreed and the OACK to send.
+
+The rules (SPEC section 3):
+
+* unknown options are ignored, and so is a value that is not a number;
+* a number out of the option's range is refused with ERROR 8 (as atftpd does
+  and atftp's test suite expects);
+* a ``blksize`` in range but above ``max_blksize`` is lowered to it;
+* the OACK names only accepted options, in the client's spelling and order;
+  no accepted option means no OACK.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BLKSIZE_MIN",
+    "BLKSIZE_MAX",
+    "DEFAULT_BLKSIZE",
+    "OptionPolicy",
+    "Negotiated",
+    "OptionRefused",
+    "negotiate",
+]
+
+BLKSIZE_MIN = 8
+BLKSIZE_MAX = 65464
+DEFAULT_BLKSIZE = 512
+TIMEOUT_RANGE = (1, 255)  # seconds, RFC 2349
+UTIMEOUT_RANGE = (10_000, 255_000_000)  # microseconds, tftp-hpa
+WINDOWSIZE_RANGE = (1, 65535)  # RFC 7440
+
+_NUMBER = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class OptionPolicy:
+    """What the server allows. ``maxWindowBytes`` bounds the data a transfer
+    keeps in flight (and in memory for resends): the windowsize in the OACK is
+    lowered so that ``windowsize * blksize`` stays within it."""
+
+    enabled: bool = True
+    maxBlksize: int = BLKSIZE_MAX
+    refused: frozenset[str] = frozenset()
+    maxWindowBytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """The agreed transfer parameters.
+
+    ``timeout`` is ``None`` when the client did not set one (the server's
+    ``timeout_sec`` applies). ``tsize`` is the size announced in the OACK for a
+    read, or the size the client announced for a write. ``oack`` is empty when
+    no OACK is to be sent.
+    """
+
+    blksize: int = DEFAULT_BLKSIZE
+    windowsize: int = 1
+    timeout: float | None = None
+    tsize: int | None = None
+    oack: tuple[tuple[str, str], ...] = field(default=())
+
+
+class OptionRefused(Exception):
+    """An option value out of range: answer ERROR 8 with this message."""
+
+
+def _number(value: str) -> int | None:
+    value = value.strip()
+    return int(value) if _NUMBER.fullmatch(value) else None
+
+
+def _check(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise OptionRefused(f"Option {name} value {value} out of range {low}..{high}")
+    return value
+
+
+def _powerOfTwoAtMost(value: int) -> int:
+    return 1 << (value.bit_length() - 1)
+
+
+def negotiate(
+    options: tuple[tuple[str, str], ...],
+    policy: OptionPolicy,
+    *,
+    isRead: bool,
+    size: int | None,
+) -> Negotiated:
+    """Agree on options for one request.
+
+    ``size`` is the (converted) size of the file for a read, ``None`` when
+    unknown, in which case ``tsize`` is not acknowledged. Raises
+    :class:`OptionRefused` for a value out of range.
+    """
+    if not policy.enabled or not options:
+        return Negotiated()
+    blksize = DEFAULT_BLKSIZE
+    windowsize = 1
+    timeout: float | None = None
+    tsize: int | None = None
+    # Accepted options as [client spelling, lower-case name, value]; the
+    # windowsize value is settled last because it depends on blksize.
+    accepted: list[tuple[str, str, int]] = []
+    for name, rawValue in options:
+        key = name.lower()
+        if key in policy.refused:
+            continue
+        value = _number(rawValue)
+        if value is None:
+            continue
+        if key == "blksize":
+            blksize = min(_check(name, value, BLKSIZE_MIN, BLKSIZE_MAX), policy.maxBlksize)
+            value = blksize
+        elif key == "blksize2":
+            _check(name, value, BLKSIZE_MIN, BLKSIZE_MAX)
+            blksize = _powerOfTwoAtMost(min(value, policy.maxBlksize))
+            value = blksize
+        elif key == "timeout":
+            timeout = float(_check(name, value, *TIMEOUT_RANGE))
+        elif key == "utimeout":
+            timeout = _check(name, value, *UTIMEOUT_RANGE) / 1_000_000
+        elif key == "windowsize":
+            windowsize = _check(name, value, *WINDOWSIZE_RANGE)
+        elif key == "tsize":
+            if isRead:
+                if size is None:
+                    continue
+                value = size
+            tsize = value
+        else:
+            continue
+        accepted.append((name, key, value))
+    windowsize = max(1, min(windowsize, policy.maxWindowBytes // blksize))
+    oack = tuple(
+        (name, str(windowsize if key == "windowsize" else value)) for name, key, value in accepted
+    )
+    return Negotiated(blksize, windowsize, timeout, tsize, oack)

@@ -1,0 +1,174 @@
+"""The service tree: what ``twistd ctftp`` runs and what an application embeds.
+
+``makeService(config)`` returns a :class:`CtftpService` (a ``MultiService``)
+with one :class:`ListenerService` child per listener. Listener sockets are
+bound in ``privilegedStartService``, so ``twistd --uid/--gid`` binds port 69 as
+root and then serves unprivileged. The central log is set up there too, so the
+first lines ("ctftp starting", "Starting listener") land in it.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+
+from ctftp.config import ServerConfig
+from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
+from ctftp.logs import LogSetup, configure, logger
+from ctftp.server import ListenerProtocol, TFTPServer
+from ctftp.sidecar import SidecarWriter
+from ctftp.sources import IReadSource, LocalFileSource
+from ctftp.udp import MAX_DATAGRAM
+
+__all__ = ["makeService", "CtftpService", "ListenerService"]
+
+_log = logger("ctftp.service")
+
+
+class ListenerService(Service):
+    """One listening UDP port."""
+
+    def __init__(self, reactor: Any, protocol: ListenerProtocol) -> None:
+        self.reactor = reactor
+        self.protocol = protocol
+        self.port: IListeningPort | None = None
+        self.setName(protocol.name)
+
+    def privilegedStartService(self) -> None:
+        self._bind()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._bind()
+        super().startService()
+
+    def _bind(self) -> None:
+        if self.port is not None:
+            return
+        _log.info("Starting listener on {listener}", listener=self.protocol.name)
+        self.port = self.reactor.listenUDP(
+            self.protocol.port,
+            self.protocol,
+            interface=self.protocol.host,
+            maxPacketSize=MAX_DATAGRAM,
+        )
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+class CtftpService(MultiService):
+    """The TFTP server: its listeners, logging and reload on SIGHUP."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        server: TFTPServer,
+        reactor: Any,
+        installSignalHandlers: bool,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.server = server
+        self.reactor = reactor
+        self._installSignalHandlers = installSignalHandlers
+        self._logSetup: LogSetup | None = None
+        self._previousHUP: Any = None
+        for host, port in config.listeners:
+            ListenerService(reactor, ListenerProtocol(server, host, port)).setServiceParent(self)
+
+    def _setUp(self) -> None:
+        if self._logSetup is not None:
+            return
+        self._logSetup = configure(
+            self.config.log_dir, self.config.log_level, self.config.log_format
+        )
+        _log.info(
+            "ctftp starting with config: {source}",
+            source=self.config.source or "(command line)",
+        )
+        if self._installSignalHandlers:
+            self._previousHUP = signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
+            )
+
+    def privilegedStartService(self) -> None:
+        self._setUp()
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            if not self._installSignalHandlers:
+                raise
+            # Run by twistd: a port in use is a user's problem, not a bug.
+            message = f"ctftp: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}"
+            _log.error("{message}", message=message)
+            raise SystemExit(message) from None
+
+    def startService(self) -> None:
+        self._setUp()
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.server.stopTransfers()
+        d = super().stopService()
+        if self._installSignalHandlers and self._previousHUP is not None:
+            signal.signal(signal.SIGHUP, self._previousHUP)
+            self._previousHUP = None
+
+        def closeLogs(result: Any) -> Any:
+            _log.info("ctftp stopped")
+            if self._logSetup is not None:
+                self._logSetup.close()
+                self._logSetup = None
+            return result
+
+        return d.addBoth(closeLogs)
+
+    def reload(self) -> None:
+        """What SIGHUP does: reopen the log files (logrotate moved them)."""
+        if self._logSetup is not None:
+            self._logSetup.reopen()
+        _log.info("SIGHUP: log files reopened")
+
+
+def makeService(
+    config: ServerConfig,
+    *,
+    reactor: Any = None,
+    source: IReadSource | None = None,
+    observers: Iterable[ITransferObserver] | None = None,
+    installSignalHandlers: bool = False,
+) -> CtftpService:
+    """Build ctftp's service tree for ``config``.
+
+    ``source`` replaces the local files (an application serving generated
+    content); ``observers`` replaces the default transfer observers (the
+    ``EVENT`` log lines, and sidecar lines when ``file_log`` is on).
+    ``installSignalHandlers`` makes SIGHUP reopen the logs; twistd's plugin
+    sets it, an embedding application usually calls ``reload()`` itself.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    if source is None:
+        source = LocalFileSource(
+            config.root_dir,
+            requireWorldReadable=config.require_world_readable,
+            protectSidecars=config.file_log,
+        )
+    if observers is None:
+        observers = [LogEventObserver()]
+        if config.file_log:
+            observers.append(SidecarObserver(SidecarWriter(reactor)))
+    server = TFTPServer(config, reactor=reactor, source=source, observers=observers)
+    return CtftpService(config, server, reactor, installSignalHandlers)

@@ -1,0 +1,175 @@
+"""Where the bytes of a read come from.
+
+:class:`IReadSource` is the seam an embedding application implements to serve
+generated content (one config per phone MAC, say) without files on disk; it
+returns an :class:`IReadFile`, synchronously or through a Deferred.
+:class:`LocalFileSource` is the shipped implementation for files under the
+configured roots; :class:`BytesFile` serves bytes held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from typing import Any
+
+from zope.interface import Attribute, Interface, implementer
+
+from ctftp.errors import RequestRefused
+from ctftp.netascii import encodedSize
+from ctftp.packets import ErrorCode
+from ctftp.resolver import resolveExisting
+
+__all__ = ["IReadFile", "IReadSource", "ReadRequest", "LocalFile", "BytesFile", "LocalFileSource"]
+
+
+class IReadFile(Interface):
+    """An opened file, read once from start to end."""
+
+    size = Attribute("Size in bytes as stored (before netascii conversion), or None if unknown.")
+    path = Attribute(
+        "Local path of the file, or None. When set, the transfer's sidecar line goes "
+        "to PATH.log (if file_log is on) and events report it as 'resolved'."
+    )
+
+    def read(size: int) -> bytes:
+        """Return the next ``size`` bytes; fewer only at the end, then b""."""
+
+    def netasciiSize() -> int | None:
+        """The size after netascii conversion, or None if it cannot be known in advance."""
+
+    def close() -> None:
+        """Release the file; called exactly once when the transfer ends."""
+
+
+class ReadRequest:
+    """What a source is told about a read request."""
+
+    __slots__ = ("filename", "clientHost", "clientPort", "mode")
+
+    def __init__(self, filename: str, clientHost: str, clientPort: int, mode: str) -> None:
+        self.filename = filename
+        self.clientHost = clientHost
+        self.clientPort = clientPort
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return (
+            f"ReadRequest({self.filename!r}, {self.clientHost!r}, {self.clientPort}, {self.mode!r})"
+        )
+
+
+class IReadSource(Interface):
+    """Opens files for RRQs."""
+
+    def openRead(request: ReadRequest) -> Any:
+        """Return an :class:`IReadFile` or a Deferred firing with one.
+
+        Refuse with :class:`ctftp.errors.RequestRefused` (raised, or as the
+        Deferred's failure) to answer the client with that TFTP error.
+        """
+
+
+@implementer(IReadFile)
+class LocalFile:
+    """A regular file opened read-only; reads are plain ``os.read`` calls."""
+
+    def __init__(self, fd: int, path: str, size: int) -> None:
+        self._fd = fd
+        self.path = path
+        self.size = size
+
+    def read(self, size: int) -> bytes:
+        chunk = os.read(self._fd, size)
+        if len(chunk) == size or not chunk:
+            return chunk
+        parts = [chunk]
+        got = len(chunk)
+        while got < size:
+            more = os.read(self._fd, size - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def netasciiSize(self) -> int:
+        """Scan the file with ``pread`` so the sequential position is untouched."""
+        total = 0
+        offset = 0
+        while chunk := os.pread(self._fd, 1 << 20, offset):
+            total += encodedSize(chunk)
+            offset += len(chunk)
+        return total
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@implementer(IReadFile)
+class BytesFile:
+    """Content held in memory, for sources that generate files."""
+
+    path = None
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._offset = 0
+        self.size = len(data)
+
+    def read(self, size: int) -> bytes:
+        chunk = self._data[self._offset : self._offset + size]
+        self._offset += len(chunk)
+        return bytes(chunk)
+
+    def netasciiSize(self) -> int:
+        return encodedSize(bytes(self._data))
+
+    def close(self) -> None:
+        self._data.release()
+
+
+@implementer(IReadSource)
+class LocalFileSource:
+    """Files under the configured roots, with the safety rules of SPEC section 4.
+
+    Files are opened ``O_NONBLOCK`` so that a FIFO cannot hang the server, and
+    ``O_NOFOLLOW`` so that a symlink swapped in after resolution is refused
+    rather than followed; only regular files are served.
+    """
+
+    _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(
+        self,
+        roots: Sequence[str],
+        *,
+        requireWorldReadable: bool = False,
+        protectSidecars: bool = True,
+    ) -> None:
+        self.roots = tuple(roots)
+        self.requireWorldReadable = requireWorldReadable
+        self.protectSidecars = protectSidecars
+
+    def openRead(self, request: ReadRequest) -> LocalFile:
+        path = resolveExisting(self.roots, request.filename, protectSidecars=self.protectSidecars)
+        try:
+            fd = os.open(path, self._OPEN_FLAGS)
+        except FileNotFoundError:
+            raise RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found") from None
+        except OSError:
+            raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
+            if self.requireWorldReadable and not st.st_mode & stat.S_IROTH:
+                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return LocalFile(fd, path, st.st_size)

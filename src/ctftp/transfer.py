@@ -1,0 +1,232 @@
+"""The sending side of a read transfer, on its own UDP port (its TID).
+
+One :class:`ReadTransfer` per RRQ. It owns the window of packets in flight,
+one retransmit timer (``IReactorTime.callLater``, so tests drive it with
+``task.Clock``) and the file being read. The rules it keeps (SPEC section 3,
+RFC 1350, RFC 1123, RFC 7440):
+
+* block numbers are absolute inside the transfer and go on the wire modulo
+  65536, so they roll over from 65535 to 0 and files of any size transfer;
+* an ACK that moves the window forward sends the next window; an ACK for a
+  block inside the window that was sent (a gap seen by the client) starts the
+  next window right after it, resending what was lost;
+* a repeated ACK never sends anything in lock-step mode (Sorcerer's
+  Apprentice): only the timer resends; with a window it is how the client
+  reports a gap, and the window is sent again from the block after it;
+* a packet goes out at most ``1 + max_retries`` times, then the transfer
+  ends with status ``timeout``;
+* a packet from any other address gets ERROR 5 and changes nothing;
+* an ERROR from the client ends the transfer at once, quietly.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+
+from ctftp.errors import RequestRefused
+from ctftp.logs import logger
+from ctftp.packets import OP_ACK, OP_ERROR, ErrorCode, encodeError, encodeOptionAck
+from ctftp.sources import IReadFile
+
+__all__ = ["ReadTransfer", "Outcome"]
+
+_log = logger("ctftp.transfer")
+_DATA_HEADER = struct.Struct("!HH")
+_ACK = struct.Struct("!HH")
+_OP_DATA = 3
+
+#: (status, event message, TFTP error code or None)
+Outcome = tuple[str, str, int | None]
+
+
+class ReadTransfer(DatagramProtocol):
+    """Send one file to one client; report the outcome once through ``onDone``."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        client: tuple[str, int],
+        file: IReadFile,
+        read: Callable[[int], bytes],
+        blksize: int,
+        windowsize: int,
+        timeout: float,
+        maxRetries: int,
+        oack: tuple[tuple[str, str], ...],
+        onDone: Callable[[ReadTransfer, Outcome], None],
+    ) -> None:
+        self.clock = clock
+        self.client = client
+        self.file = file
+        self._read = read
+        self.blksize = blksize
+        self.windowsize = windowsize
+        self.timeout = timeout
+        self.maxRetries = maxRetries
+        self._oack = encodeOptionAck(oack) if oack else None
+        self._onDone = onDone
+        # Window state, in absolute block numbers: blocks 1.._acked are
+        # acknowledged, _window holds the packets of _acked+1.._sent in order.
+        self._acked = 0
+        self._sent = 0
+        self._last: int | None = None  # the final (short) block, once read
+        self._window: deque[bytes] = deque()
+        self._timer: IDelayedCall | None = None
+        self._retries = 0
+        self._resentAfter = -1  # _acked value whose gap was already answered
+        self._done = False
+        self.bytesAcked = 0
+        self.retransmits = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def startProtocol(self) -> None:
+        if self._oack is not None:
+            self._send(self._oack)
+            self._arm()
+        else:
+            self._sendWindow()
+
+    def stop(self, outcome: Outcome) -> None:
+        """End the transfer now (server shutdown): no further packets."""
+        self._finish(outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._window.clear()
+        self.file.close()
+        self._onDone(self, outcome)
+
+    def _fail(self, code: int, message: str, reason: str) -> None:
+        self._send(encodeError(code, message))
+        self._finish(("error", reason, code))
+
+    # -- sending -------------------------------------------------------------
+
+    def _send(self, packet: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(packet, self.client)
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+        else:
+            self._timer = self.clock.callLater(self.timeout, self._timedOut)
+
+    def _readBlock(self, block: int) -> bytes:
+        payload = self._read(self.blksize)
+        if len(payload) < self.blksize:
+            self._last = block
+        return _DATA_HEADER.pack(_OP_DATA, block & 0xFFFF) + payload
+
+    def _sendWindow(self) -> None:
+        """Send blocks _acked+1 .. _acked+windowsize (reading new ones as needed)."""
+        window = self._window
+        first = self._acked + 1
+        stop = first + self.windowsize
+        if self._last is not None:
+            stop = min(stop, self._last + 1)
+        block = first
+        try:
+            while block < stop:
+                index = block - first
+                if index < len(window):
+                    packet = window[index]
+                    if block <= self._sent:
+                        self.retransmits += 1
+                else:
+                    packet = self._readBlock(block)
+                    window.append(packet)
+                    if self._last == block:
+                        stop = block + 1
+                self._send(packet)
+                block += 1
+        except OSError as e:
+            _log.error("read error on {path}: {error}", path=self.file.path, error=e)
+            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
+            return
+        except RequestRefused as e:
+            self._fail(e.code, e.message, e.reason)
+            return
+        self._sent = max(self._sent, block - 1)
+        self._arm()
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self._retries >= self.maxRetries:
+            self._finish(("error", "timeout", None))
+            return
+        self._retries += 1
+        if self._oack is not None:
+            self.retransmits += 1
+            self._send(self._oack)
+            self._arm()
+        else:
+            self._sendWindow()
+
+    # -- receiving -----------------------------------------------------------
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self._done:
+            return
+        if addr != self.client:
+            self.transport.write(  # type: ignore[union-attr]
+                encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
+            )
+            return
+        if len(datagram) < 4:
+            return
+        opcode, number = _ACK.unpack_from(datagram)
+        if opcode == OP_ACK:
+            self._ackReceived(number)
+        elif opcode == OP_ERROR:
+            self._finish(("error", "client_error", number))
+        # Anything else from the client is ignored: a stray packet must not
+        # end a transfer that is otherwise going well.
+
+    def _ackReceived(self, number: int) -> None:
+        if self._oack is not None:
+            if number != 0:
+                return
+            self._oack = None
+            self._retries = 0
+            self._sendWindow()
+            return
+        delta = (number - self._acked) & 0xFFFF
+        if delta > self._sent - self._acked:
+            return  # not a block in flight: stale or bogus
+        if delta == 0:
+            # A repeated ACK. In lock-step it must not trigger a send; with a
+            # window it reports a gap, so the window goes again, but once per
+            # acknowledged block: duplicated ACKs must not multiply the sends.
+            if (
+                self.windowsize > 1
+                and self._sent > self._acked
+                and self._resentAfter != self._acked
+            ):
+                self._resentAfter = self._acked
+                self._sendWindow()
+            return
+        window = self._window
+        for _ in range(delta):
+            self.bytesAcked += len(window.popleft()) - 4
+        self._acked += delta
+        self._retries = 0
+        if self._acked == self._last:
+            self._finish(("ok", "transfer_complete", None))
+        else:
+            self._sendWindow()

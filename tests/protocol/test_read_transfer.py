@@ -1,0 +1,340 @@
+"""Read transfers end to end in memory: fake clock, fake UDP, real files."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CLIENT, Data, Error, OptionAck
+
+from ctftp.packets import OP_WRQ, decode, encodeAck, encodeError, encodeRequest
+
+
+def test_small_file_in_one_block(harness):
+    h = harness()
+    data = h.write("hello.txt", b"hello world\n")
+    h.request("hello.txt")
+    port = h.transferPort()
+    assert port.interface == "127.0.0.1"  # replies leave from the listener's address
+    assert h.run(port) == data
+    assert not port.listening
+    assert h.reactor.getDelayedCalls() == []
+    [record] = h.recorder.ended
+    assert (record.status, record.message, record.bytes) == ("ok", "transfer_complete", len(data))
+    assert h.recorder.started[0].status == "start"
+
+
+@pytest.mark.parametrize("size", [0, 511, 512, 513, 1024, 5000])
+def test_sizes(harness, size):
+    h = harness()
+    data = h.write("f.bin", bytes(range(256)) * (size // 256) + bytes(size % 256))
+    h.request("f.bin")
+    port = h.transferPort()
+    blocks = []
+    for _ in range(100):
+        out = port.take()
+        if not out:
+            break
+        [(datagram, _)] = out
+        packet = decode(datagram)
+        blocks.append(packet)
+        port.deliver(encodeAck(packet.block), CLIENT)
+    assert b"".join(b.payload for b in blocks) == data
+    assert len(blocks) == size // 512 + 1  # a multiple of 512 ends with an empty DATA
+    assert len(blocks[-1].payload) == size % 512
+    assert h.recorder.ended[0].bytes == size
+
+
+def test_lost_data_is_resent_by_timer(harness):
+    h = harness()
+    h.write("f.bin", b"x" * 1000)
+    h.request("f.bin")
+    port = h.transferPort()
+    first = port.take()
+    assert [decode(d).block for d, _ in first] == [1]
+    h.reactor.advance(0.999)
+    assert port.take() == []
+    h.reactor.advance(0.001)
+    assert port.take() == first  # same packet again
+    port.deliver(encodeAck(1), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [2]
+    port.deliver(encodeAck(2), CLIENT)
+    assert h.recorder.ended[0].retransmits == 1
+    assert h.recorder.ended[0].status == "ok"
+
+
+def test_duplicate_ack_does_not_send_twice(harness):
+    """Sorcerer's Apprentice: a repeated ACK never causes a send in lock-step."""
+    h = harness()
+    h.write("f.bin", b"y" * 2000)
+    h.request("f.bin")
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeAck(1), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [2]
+    port.deliver(encodeAck(1), CLIENT)
+    port.deliver(encodeAck(1), CLIENT)
+    assert port.take() == []
+    port.deliver(encodeAck(2), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [3]
+
+
+def test_wrong_tid_gets_error_5_and_transfer_goes_on(harness):
+    h = harness()
+    data = h.write("f.bin", b"z" * 700)
+    h.request("f.bin")
+    port = h.transferPort()
+    stranger = ("10.0.0.9", 5555)
+    port.deliver(encodeAck(1), stranger)
+    written = port.written[:]
+    assert (decode(written[-1][0]), written[-1][1]) == (Error(5, "Unknown transfer ID"), stranger)
+    port.written = [w for w in written if w[1] == CLIENT]
+    # Same host, other port: also a wrong TID.
+    port.deliver(encodeAck(1), (CLIENT[0], CLIENT[1] + 1))
+    assert decode(port.written.pop()[0]).code == 5
+    assert h.run(port) == data
+
+
+def test_timeout_gives_up_after_max_retries(harness):
+    h = harness(max_retries=3)
+    h.write("f.bin", b"q" * 100)
+    h.request("f.bin")
+    port = h.transferPort()
+    sends = len(port.take())
+    for _ in range(10):
+        h.reactor.advance(1.0)
+        sends += len(port.take())
+    assert sends == 1 + 3  # at most 1 + max_retries times
+    assert not port.listening
+    assert h.reactor.getDelayedCalls() == []
+    [record] = h.recorder.ended
+    assert (record.status, record.message) == ("error", "timeout")
+
+
+def test_rollover_past_65535_blocks(harness):
+    h = harness()
+    blocks = 65536 + 20
+    data = h.write("big.bin", bytes(i % 251 for i in range(8 * blocks - 3)))
+    h.request("big.bin", options=(("blksize", "8"),))
+    port = h.transferPort()
+    h.blksize = 8
+    assert h.run(port) == data
+    assert h.recorder.ended[0].status == "ok"
+
+
+def test_window_with_a_gap_resends_from_the_last_ack(harness):
+    h = harness()
+    data = h.write("w.bin", bytes(range(256)) * 40)  # 10240 bytes = 20 blocks + empty
+    h.request("w.bin", options=(("windowsize", "4"),))
+    port = h.transferPort()
+    [(oack, _)] = port.take()
+    assert decode(oack) == OptionAck((("windowsize", "4"),))
+    port.deliver(encodeAck(0), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [1, 2, 3, 4]
+    # Block 3 was lost: the client ACKs 2, the server starts a window at 3.
+    port.deliver(encodeAck(2), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [3, 4, 5, 6]
+    # A repeated ACK 2 (the client saw a gap again) resends once, not twice.
+    port.deliver(encodeAck(2), CLIENT)
+    port.deliver(encodeAck(2), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [3, 4, 5, 6]
+    port.deliver(encodeAck(6), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [7, 8, 9, 10]
+    received = data[: 10 * 512]
+    for start in range(11, 22, 4):
+        port.deliver(encodeAck(start - 1), CLIENT)
+        for d, _ in port.take():
+            received += decode(d).payload
+    assert port.take() == []
+    # ACK of the final block ends it.
+    port.deliver(encodeAck(21), CLIENT)
+    assert h.recorder.ended[0].status == "ok"
+    assert h.recorder.ended[0].bytes == len(data)
+    assert h.recorder.ended[0].retransmits == 2 + 4  # blocks 3-4, then 3-6
+    assert h.reactor.getDelayedCalls() == []
+
+
+def test_window_whole_file(harness):
+    h = harness()
+    data = h.write("w.bin", bytes(range(256)) * 1000)
+    h.request("w.bin", options=(("blksize", "1428"), ("windowsize", "16"), ("tsize", "0")))
+    h.blksize = 1428
+    port = h.transferPort()
+    assert h.run(port) == data
+    assert h.recorder.ended[0].tsize == len(data)
+
+
+def test_oack_is_resent_then_ack0_starts_data(harness):
+    h = harness()
+    h.write("f.bin", b"a" * 3000)
+    h.request("f.bin", options=(("blksize", "1024"), ("tsize", "0"), ("foo", "bar")))
+    port = h.transferPort()
+    [(oack, _)] = port.take()
+    assert decode(oack) == OptionAck((("blksize", "1024"), ("tsize", "3000")))
+    h.reactor.advance(1.0)
+    assert [d for d, _ in port.take()] == [oack]
+    port.deliver(encodeAck(0), CLIENT)
+    [(first, _)] = port.take()
+    assert decode(first) == Data(1, b"a" * 1024)
+
+
+def test_client_error_after_oack_ends_cleanly_and_pxe_asks_again(harness):
+    h = harness()
+    data = h.write("pxelinux.0", b"p" * 1500)
+    h.request("/pxelinux.0", options=(("tsize", "0"),))
+    port = h.transferPort()
+    assert decode(port.take()[0][0]) == OptionAck((("tsize", "1500"),))
+    port.deliver(encodeError(8, "tsize only"), CLIENT)
+    assert not port.listening
+    assert h.reactor.getDelayedCalls() == []
+    assert h.recorder.ended[0].message == "client_error"
+    assert h.recorder.ended[0].errorCode == 8
+    # The same client port asks again, now with blksize: a fresh transfer.
+    h.request("/pxelinux.0", options=(("blksize", "1400"),))
+    second = h.transferPort()
+    assert second is not port
+    h.blksize = 1400
+    assert h.run(second) == data
+    assert [r.status for r in h.recorder.ended] == ["error", "ok"]
+
+
+def test_duplicate_rrq_is_not_a_second_transfer(harness):
+    h = harness()
+    h.write("f.bin", b"d" * 100)
+    h.request("f.bin")
+    first = h.transferPort()
+    h.request("f.bin")
+    assert h.reactor.newestPort() is first
+    assert len(h.recorder.started) == 1
+    # Another client port is another transfer.
+    h.request("f.bin", client=(CLIENT[0], CLIENT[1] + 1))
+    assert h.reactor.newestPort() is not first
+
+
+def test_options_off_means_no_oack(harness):
+    h = harness(options=False)
+    h.write("f.bin", b"o" * 600)
+    h.request("f.bin", options=(("blksize", "1024"), ("tsize", "0")))
+    port = h.transferPort()
+    assert decode(port.take()[0][0]) == Data(1, b"o" * 512)
+
+
+def test_refuse_options_and_max_blksize(harness):
+    h = harness(refuse_options="tsize", max_blksize=1024)
+    h.write("f.bin", b"o" * 600)
+    h.request("f.bin", options=(("BlkSize", "1468"), ("tsize", "0")))
+    port = h.transferPort()
+    assert decode(port.take()[0][0]) == OptionAck((("BlkSize", "1024"),))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("blksize", "7"),
+        ("blksize", "65465"),
+        ("timeout", "0"),
+        ("windowsize", "0"),
+        ("windowsize", "65536"),
+    ],
+)
+def test_out_of_range_option_gets_error_8(harness, option):
+    h = harness()
+    h.write("f.bin", b"o" * 600)
+    h.request("f.bin", options=(option,))
+    [reply] = h.listenerReplies()
+    assert isinstance(reply, Error) and reply.code == 8
+    assert h.recorder.ended[0].message == "option_refused"
+    assert h.reactor.newestPort() is h.listener
+
+
+def test_netascii_tsize_is_converted_size(harness):
+    h = harness()
+    h.write("t.txt", b"line one\nline two\r\n")
+    h.request("t.txt", mode="netascii", options=(("tsize", "0"),))
+    port = h.transferPort()
+    converted = b"line one\r\nline two\r\0\r\n"
+    assert decode(port.take()[0][0]) == OptionAck((("tsize", str(len(converted))),))
+    port.deliver(encodeAck(0), CLIENT)
+    assert decode(port.take()[0][0]) == Data(1, converted)
+
+
+def test_max_connections_drops_silently_and_counts(harness):
+    h = harness(max_connections=2)
+    h.write("f.bin", b"m" * 100)
+    for i in range(3):
+        h.request("f.bin", client=("10.0.0.5", 1000 + i))
+    assert len(h.server.active) == 2
+    assert h.server.busyDropped == 1
+    assert h.listenerReplies() == []
+    assert len(h.recorder.started) == 2
+
+
+def test_port_range(harness):
+    h = harness(port_range="7000:7001")
+    h.write("f.bin", b"r" * 100)
+    h.reactor.refusePorts.add(7000)
+    h.request("f.bin", client=("10.0.0.5", 1))
+    assert h.reactor.newestPort().port == 7001
+    h.request("f.bin", client=("10.0.0.5", 2))  # 7000 refused, 7001 taken
+    [reply] = h.listenerReplies()
+    assert reply.code == 0
+    assert h.recorder.ended[-1].message == "server_busy"
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"",
+        b"\x00",
+        b"\x00\x01",
+        b"\x00\x01file",
+        b"\x00\x01file\x00",
+        b"\x00\x01\x00octet\x00",
+        b"\x00\x01file\x00mail\x00",
+        b"\x00\x01file\x00bogus\x00",
+        b"\x00\x07x",
+        b"\x00\x04\x00\x01",
+        b"\x00\x03\x00\x01data",
+    ],
+)
+def test_malformed_requests_get_error_4(harness, datagram):
+    h = harness()
+    h.listener.deliver(datagram, CLIENT)
+    replies = h.listenerReplies()
+    if len(datagram) < 2:
+        assert replies == [] or replies[0].code == 4
+    else:
+        assert [type(r) for r in replies] == [Error] and replies[0].code == 4
+    assert h.recorder.started == []
+
+
+def test_error_packet_to_listener_gets_no_answer(harness):
+    h = harness()
+    h.listener.deliver(encodeError(0, "hi"), CLIENT)
+    assert h.listenerReplies() == []
+
+
+def test_wrq_is_refused_while_writes_are_off(harness):
+    h = harness()
+    h.listener.deliver(encodeRequest(OP_WRQ, "up.bin"), CLIENT)
+    [reply] = h.listenerReplies()
+    assert reply.code == 4
+    assert h.recorder.ended[0].message == "illegal_operation"
+
+
+def test_missing_file_is_error_1(harness):
+    h = harness()
+    h.request("nope.bin")
+    [reply] = h.listenerReplies()
+    assert reply.code == 1
+    [record] = h.recorder.ended
+    assert (record.status, record.message, record.errorCode) == ("error", "file_not_found", 1)
+
+
+def test_stop_service_aborts_transfers_without_timers(harness):
+    h = harness()
+    h.write("f.bin", b"s" * 5000)
+    h.request("f.bin")
+    port = h.transferPort()
+    h.service.stopService()
+    assert not port.listening
+    assert h.reactor.getDelayedCalls() == []
+    assert h.recorder.ended[0].message == "aborted"

@@ -521,11 +521,12 @@ class ServerConfig:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            raise ConfigError(f"{path}:{line}: cannot read config file: not UTF-8 text") from None
+            bad = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(f"{path}:{bad}: cannot read config file: not UTF-8 text") from None
         values: dict[str, Any] = {}
         lines: dict[str, int] = {}
-        for number, line in enumerate(text.splitlines(), 1):
+        # Split on "\n" only (strip() drops a "\r"), so numbers match editors'.
+        for number, line in enumerate(text.split("\n"), 1):
             where = f"{path}:{number}"
             stripped = line.strip()
             if not stripped or stripped[0] in "#;":

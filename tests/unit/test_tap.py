@@ -1,0 +1,270 @@
+"""ctftp.tap: the twistd options, the plugin, and the ``ctftp`` console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+from ctftp import tap
+from ctftp.config import KEYS, ServerConfig
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    served = tmp_path / "srv"
+    served.mkdir()
+    return served
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def oneLineFailure(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Parse ``argv``, expecting exit status 2 and exactly one line on stderr."""
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1
+    assert err.startswith("ctftp: ")
+    return err.rstrip("\n")
+
+
+def test_every_key_is_an_option(root: Path) -> None:
+    options = tap.Options()
+    longs = {param[0] for param in options.optParameters}
+    for name in KEYS:
+        assert name.replace("_", "-") in longs
+    assert {"config", "root", "listen"} <= longs
+
+
+def test_command_line_only(root: Path) -> None:
+    options = parse("--root-dir", str(root), "--listeners", "127.0.0.1:6969,[::1]:0")
+    assert options.config == ServerConfig(
+        root_dir=(str(root),), listeners=(("127.0.0.1", 6969), ("::1", 0))
+    )
+
+
+def test_every_option_reaches_the_config(root: Path, tmp_path: Path) -> None:
+    options = parse(
+        "--root-dir", str(root),
+        "--log-dir", str(tmp_path / "logs"),
+        "--listeners", "127.0.0.1:1",
+        "--timeout-sec", "0.5",
+        "--max-retries", "0",
+        "--log-level", "debug",
+        "--log-format", "json",
+        "--file-log", "no",
+        "--max-blksize", "1428",
+        "--refuse-options", "tsize",
+        "--options", "off",
+        "--port-range", "5000:5010",
+        "--max-connections", "7",
+        "--require-world-readable", "yes",
+    )  # fmt: skip
+    assert options.config == ServerConfig(
+        root_dir=(str(root),),
+        log_dir=str(tmp_path / "logs"),
+        listeners=(("127.0.0.1", 1),),
+        timeout_sec=0.5,
+        max_retries=0,
+        log_level="debug",
+        log_format="json",
+        file_log=False,
+        max_blksize=1428,
+        refuse_options=frozenset({"tsize"}),
+        options=False,
+        port_range=(5000, 5010),
+        max_connections=7,
+        require_world_readable=True,
+    )
+
+
+def test_short_forms(root: Path) -> None:
+    options = parse("--root", str(root), "--listen", "[::1]:6969")
+    assert options.config.root_dir == (str(root),)
+    assert options.config.listeners == (("::1", 6969),)
+
+
+def test_short_and_long_form_agreeing(root: Path) -> None:
+    options = parse("--root", str(root), "--root-dir", str(root))
+    assert options.config.root_dir == (str(root),)
+
+
+def test_short_and_long_form_conflicting(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = oneLineFailure(capsys, "--root", str(root), "--root-dir", str(tmp_path))
+    assert line == "ctftp: command line: --root: conflicts with --root-dir; give one"
+
+
+def test_config_file_and_overrides(root: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "ctftp.conf"
+    conf.write_text("root_dir=srv\nlisteners=127.0.0.1:69\ntimeout_sec=9\nmax_retries=2\n")
+    options = parse("--config", str(conf), "--timeout-sec", "1", "--listen", "127.0.0.1:6969")
+    config = options.config
+    assert config.root_dir == (str(root),)  # from the file, relative to it
+    assert config.timeout_sec == 1.0  # the command line wins
+    assert config.listeners == (("127.0.0.1", 6969),)
+    assert config.max_retries == 2  # not given on the command line: the file's
+    assert config.source == str(conf)
+
+
+def test_short_config_flag(root: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "ctftp.conf"
+    conf.write_text("root_dir=srv\n")
+    assert parse("-c", str(conf)).config.root_dir == (str(root),)
+
+
+def test_bad_value_is_one_line_and_status_2(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--root-dir", str(root), "--timeout-sec", "abc")
+    assert line == (
+        "ctftp: command line: --timeout-sec: expected a number of seconds greater than 0, got 'abc'"
+    )
+
+
+def test_bad_file_value_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "ctftp.conf"
+    conf.write_text("root_dir=missing\n")
+    line = oneLineFailure(capsys, "--config", str(conf))
+    assert line == (
+        f"ctftp: {conf}:1: root_dir: expected an existing folder (relative to {tmp_path}),"
+        " got 'missing'"
+    )
+
+
+def test_missing_root(capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--listeners", "127.0.0.1:6969")
+    assert (
+        line
+        == "ctftp: command line: --root-dir: required option is missing (or give --config FILE)"
+    )
+
+
+def test_unknown_option_suggests(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--root", str(root), "--timeout-secs", "3")
+    assert line == (
+        "ctftp: command line: unknown option '--timeout-secs' (did you mean '--timeout-sec'?)"
+    )
+
+
+def test_not_yet_supported_option(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--root", str(root), "--allow-write", "yes")
+    assert line == "ctftp: command line: --allow-write: not supported by this version of ctftp"
+
+
+def test_option_without_value(capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--root-dir")
+    assert line == "ctftp: command line: option --root-dir requires argument"
+
+
+def test_plugin_is_found() -> None:
+    makers = [maker for maker in getPlugins(IServiceMaker) if maker.tapname == "ctftp"]
+    assert len(makers) == 1
+    assert makers[0].options is tap.Options
+
+
+def test_make_service_passes_the_config(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    calls: list[tuple[object, dict[str, object]]] = []
+    sentinel = object()
+
+    def fakeMakeService(config: object, **kwargs: object) -> object:
+        calls.append((config, kwargs))
+        return sentinel
+
+    fake = types.ModuleType("ctftp.service")
+    fake.makeService = fakeMakeService  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ctftp.service", fake)
+    monkeypatch.setattr("ctftp.service", fake, raising=False)
+    options = parse("--root", str(root))
+    assert tap.makeService(options) is sentinel
+    assert calls == [(options.config, {"installSignalHandlers": True})]
+
+
+def test_twistd_help_subprocess() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "ctftp", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--root-dir" in result.stdout
+    assert "--config" in result.stdout
+
+
+def test_twistd_bad_option_subprocess(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "ctftp", "--root-dir", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ctftp: command line: --root-dir: expected an existing folder, got '{tmp_path}/nope'\n"
+    )
+    assert "Traceback" not in result.stdout
+
+
+# --- the ctftp console script ------------------------------------------------
+
+
+def test_main_without_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        tap.main([])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: ctftp CONFIG")
+
+
+def test_main_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        tap.main(["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ctftp CONFIG")
+
+
+def test_twistd_argv() -> None:
+    assert tap.twistdArgv(["x.conf"]) == ["twistd", "-n", "ctftp", "--config", "x.conf"]
+    assert tap.twistdArgv(["x.conf", "--log-level", "debug"]) == [
+        "twistd", "-n", "ctftp", "--config", "x.conf", "--log-level", "debug",
+    ]  # fmt: skip
+    assert tap.twistdArgv(["--root", "srv"]) == ["twistd", "-n", "ctftp", "--root", "srv"]
+
+
+def test_main_runs_twistd(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twisted.scripts.twistd
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(twisted.scripts.twistd, "run", lambda: seen.append(list(sys.argv)))
+    monkeypatch.setattr(sys, "argv", ["ctftp"])
+    tap.main(["site.conf"])
+    assert seen == [["twistd", "-n", "ctftp", "--config", "site.conf"]]
+
+
+def test_main_script_bad_config_subprocess(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("root_dir=.\nmax_retries=-1\n")
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from ctftp.tap import main; main(sys.argv[1:])",
+         str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ctftp: {conf}:2: max_retries: expected a whole number 0 or greater, got '-1'\n"
+    )

@@ -523,7 +523,10 @@ class ServerConfig:
         except UnicodeDecodeError as exc:
             bad = data.count(b"\n", 0, exc.start) + 1
             raise ConfigError(f"{path}:{bad}: cannot read config file: not UTF-8 text") from None
-        values: dict[str, Any] = {}
+        # Overrides first: a file value the command line replaces is never
+        # used, so it is not checked either (a root_dir= valid only on another
+        # machine can be overridden with --root-dir).
+        values = _convertAll(overrides or {}, COMMAND_LINE)
         lines: dict[str, int] = {}
         # Split on "\n" only (strip() drops a "\r"), so numbers match editors'.
         for number, line in enumerate(text.split("\n"), 1):
@@ -541,8 +544,8 @@ class ServerConfig:
                     f"{where}: {name}: duplicate key, first given on line {lines[name]}"
                 )
             lines[name] = number
-            values[name] = _convert(KEYS[name], raw, base, f"{where}: {name}")
-        values.update(_convertAll(overrides or {}, COMMAND_LINE))
+            if overrides is None or name not in overrides:
+                values[name] = _convert(KEYS[name], raw, base, f"{where}: {name}")
         if "root_dir" not in values:
             raise ConfigError(f"{path}: root_dir: required key is missing")
         return cls(**values, source=os.path.abspath(path))

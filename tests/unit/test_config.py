@@ -432,6 +432,24 @@ def test_overrides_win_over_the_file(tmp_path: Path, root: Path) -> None:
     assert config.listeners == (("127.0.0.1", 69),)
 
 
+def test_overridden_file_value_is_not_checked(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, "root_dir=/only/on/the/server\ntimeout_sec=abc\n")
+    config = ServerConfig.fromFile(path, {"root_dir": str(root), "timeout_sec": "2"})
+    assert config.root_dir == (str(root),)
+    assert config.timeout_sec == 2.0
+
+
+def test_overridden_file_key_must_still_be_known_and_single(tmp_path: Path, root: Path) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_secs=1\n")
+    with pytest.raises(ConfigError, match=r":2: unknown key 'timeout_secs'"):
+        ServerConfig.fromFile(path, {"timeout_sec": "2"})
+    path = writeConf(tmp_path, f"root_dir={root}\ntimeout_sec=1\ntimeout_sec=3\n")
+    with pytest.raises(
+        ConfigError, match=r":3: timeout_sec: duplicate key, first given on line 2$"
+    ):
+        ServerConfig.fromFile(path, {"timeout_sec": "2"})
+
+
 def test_override_supplies_missing_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
 ) -> None:

@@ -1,0 +1,166 @@
+"""twistd as users run it: daemon mode with a pidfile, and config mistakes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._support import (
+    fetch,
+    free_udp_port,
+    probe,
+    twistd_command,
+    wait_for,
+    write_config,
+)
+from .conftest import populate
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
+
+RUN_TIMEOUT = 30
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "\nState:\tZ" in status:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def reaped(pidfile: Path) -> Iterator[None]:
+    """Make sure a daemon left behind by a failing test does not outlive it."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text().strip())
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_daemon_mode_pidfile_serve_and_sigterm(tmp_path: Path, payloads: dict[str, bytes]) -> None:
+    root = tmp_path / "root"
+    populate(root, payloads)
+    port = free_udp_port()
+    config = write_config(
+        tmp_path / "ctftp.conf",
+        {"root_dir": str(root), "listeners": f"127.0.0.1:{port}", "log_dir": str(tmp_path)},
+    )
+    pidfile = tmp_path / "ctftp.pid"
+    logfile = tmp_path / "twistd.log"
+    argv = [
+        *twistd_command(),
+        "--pidfile",
+        str(pidfile),
+        "--logfile",
+        str(logfile),
+        "ctftp",
+        "--config",
+        str(config),
+    ]
+    with reaped(pidfile):
+        launched = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        details = (
+            f"$ {' '.join(argv)}\nexit {launched.returncode}\n{launched.stdout!r}\n"
+            f"{launched.stderr!r}"
+        )
+        assert launched.returncode == 0, details
+        assert wait_for(pidfile.exists, 10), details
+        assert wait_for(lambda: pidfile.read_text().strip().isdigit(), 5)
+        pid = int(pidfile.read_text().strip())
+        assert pid_alive(pid)
+
+        def log() -> str:
+            return logfile.read_text(errors="replace") if logfile.exists() else ""
+
+        assert wait_for(lambda: probe("127.0.0.1", port), 10), log()[-3000:]
+        assert fetch("127.0.0.1", port, "mib1.bin") == payloads["mib1.bin"]
+
+        os.kill(pid, signal.SIGTERM)
+        assert wait_for(lambda: not pid_alive(pid), 10), "the daemon ignored SIGTERM"
+        assert not pidfile.exists(), "the pidfile stayed after SIGTERM"
+        assert "Traceback" not in log(), log()[-3000:]
+
+
+def run_twistd_foreground(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*twistd_command(), "-n", "ctftp", "--config", str(config)],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+def lines_naming(output: str, *words: str) -> list[str]:
+    return [line for line in output.splitlines() if all(word in line for word in words)]
+
+
+def test_unknown_key_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "bad.conf"
+    config.write_text(
+        "# a config with a mistake\n"
+        "root_dir=root\n"
+        f"listeners=127.0.0.1:{free_udp_port()}\n"
+        "frobnicate_level=7\n"
+    )
+    result = run_twistd_foreground(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert len(lines_naming(output, "bad.conf:4", "frobnicate_level")) == 1, output
+
+
+def test_typo_suggests_the_known_key(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "typo.conf"
+    config.write_text(f"root_dri=root\nlisteners=127.0.0.1:{free_udp_port()}\n")
+    result = run_twistd_foreground(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert len(lines_naming(output, "typo.conf:1", "root_dri", "root_dir")) == 1, output
+
+
+def test_bad_value_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    config = tmp_path / "value.conf"
+    config.write_text(f"root_dir=root\nlisteners=127.0.0.1:{free_udp_port()}\ntimeout_sec=soon\n")
+    result = run_twistd_foreground(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert len(lines_naming(output, "value.conf:3", "timeout_sec")) == 1, output
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    result = run_twistd_foreground(tmp_path / "nowhere.conf", tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert lines_naming(output, "nowhere.conf"), output

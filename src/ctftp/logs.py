@@ -91,8 +91,10 @@ _ERROR_LEVELS = frozenset((LogLevel.error, LogLevel.critical))
 _JSON_TYPES = (str, int, float, list, tuple, dict, type(None))  # bool is an int
 
 
+_ALL_LEVELS: frozenset[LogLevel] = frozenset(LogLevel.iterconstants())
+
 #: Levels that currently reach any observer; ``_LevelLogger`` checks it first.
-_enabledLevels: frozenset[LogLevel] = frozenset(LogLevel.iterconstants())
+_enabledLevels = _ALL_LEVELS
 
 
 class _LevelLogger(Logger):
@@ -106,7 +108,8 @@ class _LevelLogger(Logger):
     """
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
-        if level in _enabledLevels:
+        # An invalid level still goes to Logger.emit, which reports it.
+        if level in _enabledLevels or level not in _ALL_LEVELS:
             Logger.emit(self, level, format, **kwargs)
 
 

@@ -354,6 +354,15 @@ def test_levelFiltering(tmp_path: Path) -> None:
     assert [line.split("] ", 2)[1:] for line in lines] == [["[INFO", "kept 1"], ["[WARN", "warned"]]
 
 
+def test_loggerReportsInvalidLevel(tmp_path: Path) -> None:
+    """Dropping below-level events early does not hide a bad level."""
+    logs.configure(str(tmp_path), "error", "text")
+    with capturedLogs() as captured:
+        logs.logger("ctftp.test").emit("loud", "bad level")  # type: ignore[arg-type]
+    assert len(captured) == 1
+    assert "invalid log level" in captured[0]["log_format"]
+
+
 def test_levelFilteringAppliesToDirectEvents(tmp_path: Path) -> None:
     """Events handed to the publisher without a ctftp logger are filtered too."""
     logs.configure(str(tmp_path), "error", "text")

@@ -40,13 +40,11 @@ from ctftp.packets import (
 from ctftp.resolver import cleanName
 from ctftp.sources import IReadFile, IReadSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer
-from ctftp.udp import MAX_DATAGRAM, ListenUDP, transferListener
+from ctftp.udp import MAX_DATAGRAM, WILDCARDS, ListenUDP, transferListener
 
 __all__ = ["ListenerProtocol", "TFTPServer"]
 
 _log = logger("ctftp.server")
-
-_WILDCARDS = {"", "0.0.0.0", "::"}
 
 
 class ListenerProtocol(DatagramProtocol):
@@ -60,8 +58,10 @@ class ListenerProtocol(DatagramProtocol):
         self.port = port
         self.name = formatAddress(host, port)
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.server.datagramReceived(self, datagram, addr)
+    def datagramReceived(self, datagram: bytes, addr: Any, localHost: str | None = None) -> None:
+        """``localHost`` is the address the datagram was sent to, when the
+        listener is on a wildcard address (see :class:`ctftp.udp.ListenerPort`)."""
+        self.server.datagramReceived(self, datagram, addr, localHost)
 
     def reply(self, packet: bytes, addr: Any) -> None:
         assert self.transport is not None
@@ -106,7 +106,9 @@ class TFTPServer:
 
     # -- requests ------------------------------------------------------------
 
-    def datagramReceived(self, listener: ListenerProtocol, datagram: bytes, addr: Any) -> None:
+    def datagramReceived(
+        self, listener: ListenerProtocol, datagram: bytes, addr: Any, localHost: str | None = None
+    ) -> None:
         if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == OP_ERROR:
             return  # never answer an ERROR: two servers must not ping-pong
         try:
@@ -134,9 +136,11 @@ class TFTPServer:
                 dropped=self.busyDropped,
             )
             return
-        self._start(listener, request, addr)
+        self._start(listener, request, addr, localHost)
 
-    def _start(self, listener: ListenerProtocol, request: Request, addr: Any) -> None:
+    def _start(
+        self, listener: ListenerProtocol, request: Request, addr: Any, localHost: str | None
+    ) -> None:
         opName = "RRQ" if request.opcode == OP_RRQ else "WRQ"
         _log.info(
             '{op} from {client} file="{file}" mode="{mode}"',
@@ -169,7 +173,7 @@ class TFTPServer:
         d = maybeDeferred(
             self.source.openRead, ReadRequest(request.filename, addr[0], addr[1], request.mode)
         )
-        d.addCallback(self._opened, listener, request, addr, record)
+        d.addCallback(self._opened, listener, request, addr, localHost, record)
         d.addErrback(self._openFailed, listener, addr, record)
 
     def _openFailed(
@@ -196,6 +200,7 @@ class TFTPServer:
         listener: ListenerProtocol,
         request: Request,
         addr: Any,
+        localHost: str | None,
         record: TransferRecord,
     ) -> None:
         key = (listener, addr)
@@ -230,7 +235,7 @@ class TFTPServer:
         )
         self.active[key] = transfer
         try:
-            self._bindTransfer(listener, transfer)
+            self._bindTransfer(listener, localHost, transfer)
         except CannotListenError as e:
             file.close()
             self.active.pop(key, None)
@@ -245,12 +250,14 @@ class TFTPServer:
             )
             return
 
-    def _bindTransfer(self, listener: ListenerProtocol, transfer: ReadTransfer) -> None:
-        """Open the transfer's port on the listener's address, so that replies
-        leave from the address the request came to."""
+    def _bindTransfer(
+        self, listener: ListenerProtocol, localHost: str | None, transfer: ReadTransfer
+    ) -> None:
+        """Open the transfer's port on the address the request came to, so
+        that replies leave from it."""
         host = listener.host
-        if host in _WILDCARDS:
-            host = "::" if ":" in transfer.client[0] else ""
+        if host in WILDCARDS:
+            host = localHost or ("::" if ":" in transfer.client[0] else "")
         if self._ports is None:
             self._listenUDP(0, transfer, interface=host, maxPacketSize=MAX_DATAGRAM)
             return

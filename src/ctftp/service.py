@@ -23,7 +23,7 @@ from ctftp.logs import LogSetup, configure, logger
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
 from ctftp.sources import IReadSource, LocalFileSource
-from ctftp.udp import MAX_DATAGRAM
+from ctftp.udp import MAX_DATAGRAM, listenerListener
 
 __all__ = ["makeService", "CtftpService", "ListenerService"]
 
@@ -51,7 +51,7 @@ class ListenerService(Service):
         if self.port is not None:
             return
         _log.info("Starting listener on {listener}", listener=self.protocol.name)
-        self.port = self.reactor.listenUDP(
+        self.port = listenerListener(self.reactor)(
             self.protocol.port,
             self.protocol,
             interface=self.protocol.host,

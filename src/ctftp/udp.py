@@ -1,15 +1,24 @@
-"""UDP ports for transfers.
+"""UDP ports: quiet ones for transfers, address-aware ones for listeners.
 
 Twisted's ``udp.Port`` writes two legacy log lines for every port it opens
 and closes ("... starting on 41234", "(UDP Port 41234 Closed)"). A TFTP server
 opens a port per transfer, so at thousands of transfers a second those lines
 would be most of the log and a measurable share of the CPU. :class:`QuietPort`
-is the same port without them. Listener ports keep Twisted's port: their
-start and stop are worth a line.
+is the same port without them.
+
+A listener bound to a wildcard address (``0.0.0.0``, ``::``) must still answer
+from the address each request came to, or a client that asked 10.0.0.1 gets
+its DATA from 10.0.1.1 and drops it. :class:`ListenerPort` asks the kernel for
+each datagram's destination (``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``) and passes
+it to the protocol as a third argument; the transfer port is then bound to it.
+Listener sockets also get a large receive buffer, so that a storm of requests
+after a power cut is queued rather than dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +26,16 @@ from twisted.internet import error, udp
 from twisted.internet.base import BasePort, ReactorBase
 from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
+from twisted.python import log
 
-__all__ = ["QuietPort", "ListenUDP", "transferListener", "MAX_DATAGRAM"]
+__all__ = [
+    "QuietPort",
+    "ListenerPort",
+    "ListenUDP",
+    "transferListener",
+    "listenerListener",
+    "MAX_DATAGRAM",
+]
 
 #: Large enough for DATA at the largest blksize (65464 + 4) and any request.
 MAX_DATAGRAM = 65536
@@ -52,20 +69,82 @@ class QuietPort(udp.Port):
         del self.fileno
 
 
-def transferListener(reactor: IReactorUDP) -> ListenUDP:
-    """How the server opens transfer ports on ``reactor``.
+# Linux values; Python's socket module lacks IP_PKTINFO.
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+_IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_ANCILLARY_SIZE = socket.CMSG_SPACE(20)
+#: Asked for; the kernel caps it at net.core.rmem_max.
+LISTENER_RCVBUF = 4 * 1024 * 1024
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
-    A real reactor gets :class:`QuietPort`; anything else (the in-memory
-    reactor of :mod:`ctftp.testing`) its own ``listenUDP``.
-    """
+
+def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntop(socket.AF_INET, data[8:12])
+        if level == socket.IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(data) >= 16:
+            return socket.inet_ntop(socket.AF_INET6, data[:16])
+    return None
+
+
+class ListenerPort(udp.Port):
+    """A listener's port: big receive buffer; on a wildcard address, each
+    datagram is delivered as ``datagramReceived(data, addr, localHost)``."""
+
+    def _bindSocket(self) -> None:
+        super()._bindSocket()
+        skt = self.socket
+        with contextlib.suppress(OSError):  # the default buffer works, only smaller
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTENER_RCVBUF)
+        self._wantsDestination = self.interface in WILDCARDS
+        if self._wantsDestination:
+            if self.addressFamily == socket.AF_INET6:
+                skt.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            else:
+                skt.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+
+    def doRead(self) -> None:
+        if not self._wantsDestination:
+            super().doRead()
+            return
+        read = 0
+        recvmsg = self.socket.recvmsg
+        while read < self.maxThroughput:
+            try:
+                data, ancillary, _flags, addr = recvmsg(self.maxPacketSize, _ANCILLARY_SIZE)
+            except OSError as se:
+                if se.args[0] in udp._sockErrReadIgnore or se.args[0] in udp._sockErrReadRefuse:
+                    return
+                raise
+            read += len(data)
+            if self.addressFamily == socket.AF_INET6:
+                addr = addr[:2]
+            try:
+                self.protocol.datagramReceived(data, addr, _destination(ancillary))
+            except BaseException:
+                log.err()
+
+
+def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP) -> ListenUDP:
     if not isinstance(reactor, ReactorBase):
-        return reactor.listenUDP
+        return reactor.listenUDP  # the in-memory reactor of ctftp.testing
 
     def listen(
         port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
     ) -> IListeningPort:
-        p = QuietPort(port, protocol, interface, maxPacketSize, reactor)
+        p = portClass(port, protocol, interface, maxPacketSize, reactor)
         p.startListening()
         return p
 
     return listen
+
+
+def transferListener(reactor: IReactorUDP) -> ListenUDP:
+    """``listenUDP`` for transfer ports on ``reactor``: :class:`QuietPort`."""
+    return _listenWith(QuietPort, reactor)
+
+
+def listenerListener(reactor: IReactorUDP) -> ListenUDP:
+    """``listenUDP`` for listener ports on ``reactor``: :class:`ListenerPort`."""
+    return _listenWith(ListenerPort, reactor)

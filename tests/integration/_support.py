@@ -8,6 +8,7 @@ does, so they can also run against a reference server (``CTFTP_IT_SERVER``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -477,18 +478,26 @@ def busybox_get(
 
 
 def need(binary: str) -> str:
-    """The path of a client program, or skip the test when it is not installed."""
+    """The path of a client program, or skip the test when it is not installed.
+
+    ``tftp`` must be tftp-hpa's (the tests use its ``-m``/``-c`` syntax), not BSD tftp.
+    """
     path = shutil.which(binary)
     if path is None:
         pytest.skip(f"{binary} is not installed (.ci/run installs it)")
+    if binary == "tftp" and not _prints(path, "-V", "tftp-hpa"):
+        pytest.skip(f"{path} is not tftp-hpa's client")
     return path
 
 
+@functools.cache
+def _prints(path: str, argument: str, word: str) -> bool:
+    return word in run_client([path, argument], timeout=10).stdout.split()
+
+
 def busybox_has_tftp() -> bool:
-    if shutil.which("busybox") is None:
-        return False
-    result = run_client(["busybox", "--list"], timeout=10)
-    return "tftp" in result.stdout.split()
+    path = shutil.which("busybox")
+    return path is not None and _prints(path, "--list", "tftp")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.05) -> bool:

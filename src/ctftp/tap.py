@@ -140,10 +140,16 @@ Options are those of 'twistd ctftp --help'."""
 
 
 def twistdArgv(argv: list[str]) -> list[str]:
-    """Return the twistd command line that ``ctftp ARGS`` stands for."""
+    """Return the twistd command line that ``ctftp ARGS`` stands for.
+
+    ``--pidfile=`` (no pidfile): a foreground server needs none, and twistd's
+    default ``twistd.pid`` in the current folder would stop a second ``ctftp``
+    started from the same folder.
+    """
+    head = ["twistd", "-n", "--pidfile=", "ctftp"]
     if argv and not argv[0].startswith("-"):
-        return ["twistd", "-n", "ctftp", "--config", argv[0], *argv[1:]]
-    return ["twistd", "-n", "ctftp", *argv]
+        return [*head, "--config", argv[0], *argv[1:]]
+    return [*head, *argv]
 
 
 def main(argv: list[str] | None = None) -> None:

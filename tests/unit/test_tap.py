@@ -236,11 +236,25 @@ def test_main_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_twistd_argv() -> None:
-    assert tap.twistdArgv(["x.conf"]) == ["twistd", "-n", "ctftp", "--config", "x.conf"]
+    assert tap.twistdArgv(["x.conf"]) == [
+        "twistd",
+        "-n",
+        "--pidfile=",
+        "ctftp",
+        "--config",
+        "x.conf",
+    ]
     assert tap.twistdArgv(["x.conf", "--log-level", "debug"]) == [
-        "twistd", "-n", "ctftp", "--config", "x.conf", "--log-level", "debug",
+        "twistd", "-n", "--pidfile=", "ctftp", "--config", "x.conf", "--log-level", "debug",
     ]  # fmt: skip
-    assert tap.twistdArgv(["--root", "srv"]) == ["twistd", "-n", "ctftp", "--root", "srv"]
+    assert tap.twistdArgv(["--root", "srv"]) == [
+        "twistd",
+        "-n",
+        "--pidfile=",
+        "ctftp",
+        "--root",
+        "srv",
+    ]
 
 
 def test_main_runs_twistd(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,7 +264,7 @@ def test_main_runs_twistd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(twisted.scripts.twistd, "run", lambda: seen.append(list(sys.argv)))
     monkeypatch.setattr(sys, "argv", ["ctftp"])
     tap.main(["site.conf"])
-    assert seen == [["twistd", "-n", "ctftp", "--config", "site.conf"]]
+    assert seen == [["twistd", "-n", "--pidfile=", "ctftp", "--config", "site.conf"]]
 
 
 def test_main_script_bad_config_subprocess(tmp_path: Path) -> None:

@@ -1,9 +1,14 @@
-"""The sending side of a read transfer, on its own UDP port (its TID).
+"""The per-transfer protocols, each on its own UDP port (its TID).
 
-One :class:`ReadTransfer` per RRQ. It owns the window of packets in flight,
-one retransmit timer (``IReactorTime.callLater``, so tests drive it with
-``task.Clock``) and the file being read. The rules it keeps (SPEC section 3,
-RFC 1350, RFC 1123, RFC 7440):
+:class:`UDPTransfer` holds what every transfer shares, whichever way the data
+flows: the client address it answers, the one retransmit timer
+(``IReactorTime.callLater``, so tests drive it with ``task.Clock``), the
+``1 + max_retries`` budget, ERROR 5 to a stranger, a client's ERROR ending the
+transfer quietly, and ending exactly once with no timer left behind.
+:class:`ReadTransfer` (here) sends a file; ``ctftp.upload.WriteTransfer``
+receives one.
+
+The rules a read keeps (SPEC section 3, RFC 1350, RFC 1123, RFC 7440):
 
 * block numbers are absolute inside the transfer and go on the wire modulo
   65536, so they roll over from 65535 to 0 and files of any size transfer;
@@ -22,6 +27,7 @@ RFC 1350, RFC 1123, RFC 7440):
 from __future__ import annotations
 
 import struct
+from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,21 +40,139 @@ from ctftp.logs import logger
 from ctftp.packets import OP_ACK, OP_ERROR, ErrorCode, encodeError, encodeOptionAck
 from ctftp.sources import IReadFile
 
-__all__ = ["ReadTransfer", "Outcome"]
+__all__ = ["ReadTransfer", "UDPTransfer", "Outcome"]
 
 _log = logger("ctftp.transfer")
 _DATA_HEADER = struct.Struct("!HH")
-_ACK = struct.Struct("!HH")
+_HEADER = struct.Struct("!HH")
 _OP_DATA = 3
 
 #: (status, event message, TFTP error code or None)
 Outcome = tuple[str, str, int | None]
 
 
-class ReadTransfer(DatagramProtocol):
-    """Send one file to one client; report the outcome once through ``onDone``."""
+class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
+    """What reads and writes share: one peer, one timer, one ending.
+
+    A subclass implements :meth:`_packetReceived` (any packet from the client
+    but an ERROR) and :meth:`_resend` (what the timer sends again), and may
+    override :meth:`_release` (free the file) and :meth:`_afterClose`.
+    :meth:`_finish` ends the transfer; the outcome goes to ``onDone`` once,
+    even when a transfer reports it early (a write, at commit) and closes
+    later.
+    """
 
     noisy = False
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        client: tuple[str, int],
+        timeout: float,
+        maxRetries: int,
+        onDone: Callable[[Any, Outcome], None],
+    ) -> None:
+        self.clock = clock
+        self.client = client
+        self.timeout = timeout
+        self.maxRetries = maxRetries
+        self._onDone = onDone
+        self._timer: IDelayedCall | None = None
+        self._retries = 0
+        self._reported = False
+        self._closed = False
+        self.retransmits = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def stop(self, outcome: Outcome) -> None:
+        """End the transfer now (server shutdown): no further packets."""
+        self._finish(outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
+        """Close for good: no timer, file released, outcome reported once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._disarm()
+        self._release(outcome)
+        self._report(outcome)
+        self._afterClose()
+
+    def _report(self, outcome: Outcome) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        self._onDone(self, outcome)
+
+    def _release(self, outcome: Outcome) -> None:
+        """Free what the transfer holds; ``outcome`` says whether it went well."""
+
+    def _afterClose(self) -> None:
+        """Called last, once, when the transfer has closed."""
+
+    def _fail(self, code: int, message: str, reason: str) -> None:
+        self._send(encodeError(code, message))
+        self._finish(("error", reason, code))
+
+    # -- timer ----------------------------------------------------------------
+
+    def _send(self, packet: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(packet, self.client)
+
+    def _arm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+        else:
+            self._timer = self.clock.callLater(self.timeout, self._timedOut)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self._retries >= self.maxRetries:
+            self._finish(("error", "timeout", None))
+            return
+        self._retries += 1
+        self._resend()
+
+    @abstractmethod
+    def _resend(self) -> None:
+        """Send the last packet again (the timer fired); re-arm the timer."""
+
+    # -- receiving -----------------------------------------------------------
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self._closed:
+            return
+        if addr != self.client:
+            self.transport.write(  # type: ignore[union-attr]
+                encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
+            )
+            return
+        if len(datagram) < 4:
+            return
+        opcode, number = _HEADER.unpack_from(datagram)
+        if opcode == OP_ERROR:
+            self._clientError(number)
+        else:
+            self._packetReceived(opcode, number, datagram)
+
+    def _clientError(self, code: int) -> None:
+        self._finish(("error", "client_error", code))
+
+    @abstractmethod
+    def _packetReceived(self, opcode: int, number: int, datagram: bytes) -> None:
+        """A packet from the client other than an ERROR, at least 4 bytes long."""
+
+
+class ReadTransfer(UDPTransfer):
+    """Send one file to one client; report the outcome once through ``onDone``."""
 
     def __init__(
         self,
@@ -64,28 +188,22 @@ class ReadTransfer(DatagramProtocol):
         oack: tuple[tuple[str, str], ...],
         onDone: Callable[[ReadTransfer, Outcome], None],
     ) -> None:
-        self.clock = clock
-        self.client = client
+        super().__init__(
+            clock=clock, client=client, timeout=timeout, maxRetries=maxRetries, onDone=onDone
+        )
         self.file = file
         self._read = read
         self.blksize = blksize
         self.windowsize = windowsize
-        self.timeout = timeout
-        self.maxRetries = maxRetries
         self._oack = encodeOptionAck(oack) if oack else None
-        self._onDone = onDone
         # Window state, in absolute block numbers: blocks 1.._acked are
         # acknowledged, _window holds the packets of _acked+1.._sent in order.
         self._acked = 0
         self._sent = 0
         self._last: int | None = None  # the final (short) block, once read
         self._window: deque[bytes] = deque()
-        self._timer: IDelayedCall | None = None
-        self._retries = 0
         self._resentAfter = -1  # _acked value whose gap was already answered
-        self._done = False
         self.bytesAcked = 0
-        self.retransmits = 0
 
     # -- life cycle ---------------------------------------------------------
 
@@ -96,36 +214,11 @@ class ReadTransfer(DatagramProtocol):
         else:
             self._sendWindow()
 
-    def stop(self, outcome: Outcome) -> None:
-        """End the transfer now (server shutdown): no further packets."""
-        self._finish(outcome)
-
-    def _finish(self, outcome: Outcome) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def _release(self, outcome: Outcome) -> None:
         self._window.clear()
         self.file.close()
-        self._onDone(self, outcome)
-
-    def _fail(self, code: int, message: str, reason: str) -> None:
-        self._send(encodeError(code, message))
-        self._finish(("error", reason, code))
 
     # -- sending -------------------------------------------------------------
-
-    def _send(self, packet: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(packet, self.client)
-
-    def _arm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.timeout)
-        else:
-            self._timer = self.clock.callLater(self.timeout, self._timedOut)
 
     def _readBlock(self, block: int) -> bytes:
         payload = self._read(self.blksize)
@@ -165,12 +258,7 @@ class ReadTransfer(DatagramProtocol):
         self._sent = max(self._sent, block - 1)
         self._arm()
 
-    def _timedOut(self) -> None:
-        self._timer = None
-        if self._retries >= self.maxRetries:
-            self._finish(("error", "timeout", None))
-            return
-        self._retries += 1
+    def _resend(self) -> None:
         if self._oack is not None:
             self.retransmits += 1
             self._send(self._oack)
@@ -180,21 +268,9 @@ class ReadTransfer(DatagramProtocol):
 
     # -- receiving -----------------------------------------------------------
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        if self._done:
-            return
-        if addr != self.client:
-            self.transport.write(  # type: ignore[union-attr]
-                encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
-            )
-            return
-        if len(datagram) < 4:
-            return
-        opcode, number = _ACK.unpack_from(datagram)
+    def _packetReceived(self, opcode: int, number: int, datagram: bytes) -> None:
         if opcode == OP_ACK:
             self._ackReceived(number)
-        elif opcode == OP_ERROR:
-            self._finish(("error", "client_error", number))
         # Anything else from the client is ignored: a stray packet must not
         # end a transfer that is otherwise going well.
 

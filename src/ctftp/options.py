@@ -35,6 +35,9 @@ UTIMEOUT_RANGE = (10_000, 255_000_000)  # microseconds, tftp-hpa
 WINDOWSIZE_RANGE = (1, 65535)  # RFC 7440
 
 _NUMBER = re.compile(r"[0-9]+")
+#: Longer than any value in range; also keeps int() away from Python's limit on
+#: converting very long digit strings (a 4,301-digit value would raise).
+_MAX_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,10 @@ class OptionRefused(Exception):
 
 def _number(value: str) -> int | None:
     value = value.strip()
-    return int(value) if _NUMBER.fullmatch(value) else None
+    if not _NUMBER.fullmatch(value):
+        return None
+    digits = value.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def _check(name: str, value: int, low: int, high: int) -> int:
@@ -137,7 +143,6 @@ def negotiate(
             continue
         accepted.append((name, key, value))
     windowsize = max(1, min(windowsize, policy.maxWindowBytes // blksize))
-    oack = tuple(
-        (name, str(windowsize if key == "windowsize" else value)) for name, key, value in accepted
-    )
+    final = {"blksize": blksize, "blksize2": blksize, "windowsize": windowsize}
+    oack = tuple((name, str(final.get(key, value))) for name, key, value in accepted)
     return Negotiated(blksize, windowsize, timeout, tsize, oack)

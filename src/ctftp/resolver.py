@@ -42,7 +42,9 @@ def resolveExisting(roots: Sequence[str], name: str, *, protectSidecars: bool) -
     no root has the name.
     """
     relative = cleanName(name)
-    if not relative:
+    if (
+        not relative or "\0" in relative
+    ):  # NUL cannot come off the wire, but a remap or an app could pass it
         raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
     for root in roots:
         realRoot = os.path.realpath(root)

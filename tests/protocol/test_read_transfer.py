@@ -338,3 +338,22 @@ def test_stop_service_aborts_transfers_without_timers(harness):
     assert not port.listening
     assert h.reactor.getDelayedCalls() == []
     assert h.recorder.ended[0].message == "aborted"
+
+
+def test_window_resends_count_against_max_retries(harness):
+    """Gap resends and timer resends together: a block goes out at most 1 + max_retries times."""
+    h = harness(max_retries=3)
+    h.write("w.bin", b"w" * 5000)
+    h.request("w.bin", options=(("windowsize", "4"),))
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeAck(0), CLIENT)
+    sends = 0
+    for _ in range(10):
+        sends += sum(1 for d, _ in port.take() if decode(d).block == 1)
+        port.deliver(encodeAck(0), CLIENT)
+        sends += sum(1 for d, _ in port.take() if decode(d).block == 1)
+        h.reactor.advance(1.0)
+    assert sends == 1 + 3
+    assert h.recorder.ended[0].message == "timeout"
+    assert h.reactor.getDelayedCalls() == []

@@ -111,12 +111,6 @@ def test_blksize2_out_of_range_is_refused(value):
         read([("blksize2", str(value))])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with both blksize and blksize2 the OACK acknowledges each with its own "
-    "value (blksize=1000, blksize2=512) but only the last one is used, so the OACK "
-    "announces a block size the transfer does not use",
-)
 def test_blksize_and_blksize2_together_oack_matches_agreed_blksize():
     result = read([("blksize", "1000"), ("blksize2", "1000")])
     for name, value in result.oack:
@@ -347,12 +341,6 @@ def test_large_out_of_range_number_is_refused():
         read([("blksize", "9" * 100)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a value of more than 4300 digits makes int() raise ValueError (Python's "
-    "int max-str-digits limit) instead of OptionRefused; the server then answers ERROR 0 "
-    "'Internal error', logs a traceback and leaks the opened file's descriptor",
-)
 @pytest.mark.parametrize("name", ["blksize", "timeout", "windowsize", "tsize"])
 def test_value_with_thousands_of_digits_is_refused_or_ignored(name):
     try:
@@ -376,11 +364,6 @@ def _protocolHarness():
     return sys.modules[name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: end to end, a 5000-digit blksize gets ERROR 0 'Internal error' (not "
-    "ERROR 8) and the file opened for the request is never closed",
-)
 def test_server_answers_thousands_of_digits_with_error_8_and_closes_the_file(tmp_path):
     h = _protocolHarness().Harness(tmp_path)
     try:

@@ -462,13 +462,6 @@ def test_resolver_sidecar_rule_directly(root):
 # -- NUL bytes ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (not reachable from the wire, where NUL ends a name): a name holding NUL "
-    "given to LocalFileSource.openRead raises ValueError('embedded null byte') from "
-    "os.path.realpath instead of RequestRefused; the server then answers ERROR 0 "
-    "'Internal error' and logs a traceback",
-)
 def test_name_with_nul_given_to_the_source_is_refused(root):
     write(root / "a")
     assert refused(LocalFileSource([str(root)]), "a\0b") in (1, 2)

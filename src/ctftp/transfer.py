@@ -293,8 +293,11 @@ class ReadTransfer(UDPTransfer):
                 self.windowsize > 1
                 and self._sent > self._acked
                 and self._resentAfter != self._acked
+                and self._retries < self.maxRetries
             ):
+                # A resend like the timer's: it counts against max_retries.
                 self._resentAfter = self._acked
+                self._retries += 1
                 self._sendWindow()
             return
         window = self._window

@@ -350,6 +350,8 @@ def test_window_resends_count_against_max_retries(harness):
     port.deliver(encodeAck(0), CLIENT)
     sends = 0
     for _ in range(10):
+        if not port.listening:
+            break
         sends += sum(1 for d, _ in port.take() if decode(d).block == 1)
         port.deliver(encodeAck(0), CLIENT)
         sends += sum(1 for d, _ in port.take() if decode(d).block == 1)

@@ -18,8 +18,10 @@ rules it keeps (SPEC sections 3 and 4, RFC 1350, RFC 2347, RFC 7440):
   is sent again (one ACK per DATA received: no amplification); other
   duplicates are ignored and never written twice;
 * the timer ACKs the last in-order block again (the OACK or ACK 0 before any
-  data); a packet goes out at most ``1 + max_retries`` times in a row, then
-  the upload ends with ``timeout`` and is aborted;
+  data). These resends, and those on the client's cue above, count against
+  ``max_retries`` until a new block arrives: an ACK goes out at most
+  ``1 + max_retries`` times, and when the timer finds the budget spent the
+  upload ends with ``timeout`` and is aborted;
 * the final (short) block commits the file, and only then is the final ACK
   sent and the outcome reported: a client that saw its last ACK knows the
   file is stored. The port then dallies for ``timeout`` seconds and ACKs a
@@ -163,14 +165,26 @@ class WriteTransfer(UDPTransfer):
         elif (number - self._expected) & 0xFFFF < 0x8000:
             # A block from beyond a gap: the ones before it were lost. Tell
             # the sender where to restart, once for this gap.
-            if self._gapAt != self._expected:
+            if self._gapAt != self._expected and self._mayResend():
                 self._gapAt = self._expected
-                self.retransmits += 1
                 self._ack(self._expected - 1)
-        elif self._acked and self._acked == self._expected - 1 and number == self._acked & 0xFFFF:
+        elif (
+            self._acked
+            and self._acked == self._expected - 1
+            and number == self._acked & 0xFFFF
+            and self._mayResend()
+        ):
             # The block we acknowledged, again: our ACK was lost.
-            self.retransmits += 1
             self._ack(self._acked)
+
+    def _mayResend(self) -> bool:
+        """Count an ACK sent again on the client's cue like a timer resend,
+        so that no ACK goes out more than ``1 + max_retries`` times."""
+        if self._retries >= self.maxRetries:
+            return False
+        self._retries += 1
+        self.retransmits += 1
+        return True
 
     def _afterFinal(self, number: int) -> None:
         """While dallying, a repeated final DATA gets the final ACK again."""

@@ -734,3 +734,34 @@ def test_local_netascii_upload(tmp_path):
     u.send(b"one\r\ntwo\r\n")
     assert (tmp_path / "notes.txt").read_bytes() == b"one\ntwo\n"
     u.dally()
+
+
+def test_acks_on_the_clients_cue_count_against_max_retries():
+    u = Upload(maxRetries=2)
+    u.replies()
+    u.data(1, b"a" * 512)
+    assert u.replies() == [Ack(1)]
+    for _ in range(5):  # a client that repeats block 1 forever
+        u.data(1, b"a" * 512)
+    assert u.replies() == [Ack(1), Ack(1)]  # 1 + max_retries ACK 1 in all
+    u.reactor.advance(1.0)  # the timer finds the budget spent
+    assert u.replies() == []
+    assert u.outcomes == [("error", "timeout", None)]
+    assert u.file.aborts == 1
+    u.assertClosed()
+
+
+def test_a_new_block_renews_the_budget():
+    u = Upload(maxRetries=1)
+    u.replies()
+    u.data(1, b"a" * 512)
+    u.data(1, b"a" * 512)
+    u.data(1, b"a" * 512)
+    assert u.replies() == [Ack(1), Ack(1)]
+    u.data(2, b"b" * 512)
+    u.data(2, b"b" * 512)
+    assert u.replies() == [Ack(2), Ack(2)]
+    u.data(3, b"")
+    assert u.replies() == [Ack(3)]
+    assert bytes(u.file.data) == b"a" * 512 + b"b" * 512
+    u.dally()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -765,3 +766,55 @@ def test_a_new_block_renews_the_budget():
     assert u.replies() == [Ack(3)]
     assert bytes(u.file.data) == b"a" * 512 + b"b" * 512
     u.dally()
+
+
+# -- a lossy network ------------------------------------------------------------
+
+
+def lossyUpload(seed: int, blocks: int, blksize: int, windowsize: int) -> None:
+    """An RFC 7440 sender over a network that drops, repeats and reorders
+    packets both ways; the upload must still be byte-exact, written once."""
+    rng = random.Random(seed)
+    data = rng.randbytes(blksize * (blocks - 1) + rng.randrange(blksize))
+    oack = (("windowsize", str(windowsize)),) if windowsize > 1 else ()
+    u = Upload(blksize=blksize, windowsize=windowsize, oack=oack, maxRetries=1000)
+    acked = 0  # last block the sender saw acknowledged
+    for _ in range(100 * blocks):
+        replies = [p for p in u.replies() if rng.random() > 0.2]
+        for reply in replies:
+            assert isinstance(reply, (Ack, OptionAck)), reply
+            if isinstance(reply, Ack):
+                ahead = (reply.block - acked) & 0xFFFF
+                if ahead <= windowsize:  # else a stale ACK from before a rollover
+                    acked += ahead
+        if acked == blocks or not u.port.listening:
+            break
+        # The sender's window (again, when nothing new was acknowledged).
+        packets = [
+            encodeData(n & 0xFFFF, data[(n - 1) * blksize : n * blksize])
+            for n in range(acked + 1, min(acked + windowsize, blocks) + 1)
+        ]
+        packets += [p for p in packets if rng.random() < 0.1]
+        if rng.random() < 0.2:
+            rng.shuffle(packets)
+        for packet in packets:
+            if rng.random() > 0.2 and u.port.listening:
+                u.port.deliver(packet, CLIENT)
+        if rng.random() < 0.3:
+            u.reactor.advance(u.transfer.timeout / 2)
+    assert u.outcomes == [("ok", "transfer_complete", None)]
+    assert bytes(u.file.data) == data  # in order, nothing twice, nothing missing
+    assert u.file.commits == 1 and u.file.aborts == 0
+    if u.port.listening:
+        u.reactor.advance(u.transfer.timeout)
+    u.wait(u.transfer.timeout * 1002)
+    u.assertClosed()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lossy_network(seed):
+    lossyUpload(seed, blocks=60, blksize=16, windowsize=1 + seed % 6)
+
+
+def test_lossy_network_with_rollover():
+    lossyUpload(99, blocks=65536 + 300, blksize=8, windowsize=64)

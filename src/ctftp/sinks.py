@@ -50,6 +50,7 @@ __all__ = [
     "HTTPEventSink",
     "UDPEventSink",
     "encodeEvent",
+    "eventOf",
     "loadTrustRoot",
     "WARNING_INTERVAL",
 ]
@@ -140,6 +141,22 @@ def encodeEvent(event: Mapping[str, Any]) -> bytes:
         else:
             fixed[key] = _clean(value)
     return _dumps(fixed).encode("utf-8")
+
+
+_START_MESSAGES = {"read": "RRQ received", "write": "WRQ received"}
+
+
+def eventOf(record: TransferRecord, server: str) -> dict[str, Any]:
+    """The SPEC section 8 object of ``record`` as the sinks send it.
+
+    ``record.asEvent`` leaves ``message`` empty for a start; SPEC 8 gives a
+    start the message ``RRQ received`` / ``WRQ received`` (the text of the
+    log line), so the sinks fill it in.
+    """
+    event = record.asEvent(server)
+    if event["type"] == 0 and not event["message"]:
+        event["message"] = _START_MESSAGES.get(record.op, "")
+    return event
 
 
 # -- shared helpers ------------------------------------------------------------
@@ -346,7 +363,7 @@ class UDPEventSink:
             self.dropped += 1
             return
         try:
-            udp.write(encodeEvent(record.asEvent(self.server)), (self.address, self.port))
+            udp.write(encodeEvent(eventOf(record, self.server)), (self.address, self.port))
         except Exception as e:
             self.failed += 1
             self._sendFailed(target=self.target, error=str(e) or repr(e), failed=self.failed)
@@ -684,7 +701,7 @@ class HTTPEventSink:
             self.dropped += 1
             return
         # Encoded now: the record goes on changing after this call.
-        body = encodeEvent(record.asEvent(self.server))
+        body = encodeEvent(eventOf(record, self.server))
         if len(self._queue) >= self.maxQueue:
             self._queue.popleft()
             self.dropped += 1

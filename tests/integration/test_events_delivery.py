@@ -34,7 +34,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 import ctftp
 from ctftp.events import LogEventObserver, TransferRecord
 from ctftp.metrics import CONTENT_TYPE, Metrics, metricsSite
-from ctftp.sinks import HTTPEventSink, UDPEventSink
+from ctftp.sinks import HTTPEventSink, UDPEventSink, eventOf
 from ctftp.testing import TFTPClientError, fetch
 
 WEIRD_RAW = b'a"b\\c\xff\xfe.cfg'
@@ -194,10 +194,10 @@ def drive(sinks: list[Any], flow: list[tuple[TransferRecord, str]]) -> list[dict
             )
             for sink in sinks:
                 sink.transferStarted(started)
-            expected.append(onTheWire(started.asEvent("host-a")))
+            expected.append(onTheWire(eventOf(started, "host-a")))
         for sink in sinks:
             sink.transferEnded(r)
-        expected.append(onTheWire(r.asEvent("host-a")))
+        expected.append(onTheWire(eventOf(r, "host-a")))
     return expected
 
 
@@ -225,6 +225,7 @@ def test_receivers_get_exactly_the_events(listening: list[Any]) -> Any:
         yield udp.stop()
         yield http.stop()
     assert udpRx.events == expected  # one datagram each, in order on loopback
+    assert {e["message"] for e in udpRx.events if e["type"] == 0} == {"RRQ received"}
     assert sorted(map(key, httpRx.events)) == sorted(map(key, expected))
     assert httpRx.contentTypes == {b"application/json"}
     weird = [e for e in httpRx.events if e.get("filename_hex")]
@@ -314,6 +315,7 @@ def test_events_of_real_transfers(tmp_path: Path, listening: list[Any]) -> Any:
         (2, "error"),
     ]
     assert summary[5][2] == "file_not_found"
+    assert {s[2] for s in summary if s[0] == 0} == {"RRQ received"}
     okWeird = udpRx.events[3]
     assert okWeird["filename"] == 'a"b\\c\ufffd\ufffd.cfg'
     assert bytes.fromhex(okWeird["filename_hex"]) == WEIRD_RAW

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ctftp import logs
 from ctftp.events import TransferRecord
-from ctftp.sinks import HTTPEventSink, UDPEventSink, encodeEvent, loadTrustRoot
+from ctftp.sinks import HTTPEventSink, UDPEventSink, encodeEvent, eventOf, loadTrustRoot
 from ctftp.testing import MemoryUDPReactor
 
 START = datetime.datetime(2025, 12, 2, 10, 16, 1, 204000, tzinfo=datetime.UTC).timestamp()
@@ -173,6 +173,14 @@ def test_odd_values_still_give_json() -> None:
     assert event["3"] is None
 
 
+def test_eventOf_names_the_start_message() -> None:
+    assert eventOf(record(), "h")["message"] == "RRQ received"
+    assert eventOf(record(op="write"), "h")["message"] == "WRQ received"
+    rec = record()
+    ended(rec, "error", "timeout")
+    assert eventOf(rec, "h") == rec.asEvent("h")
+
+
 # -- UDP -----------------------------------------------------------------------------
 
 
@@ -189,7 +197,7 @@ def test_udp_literal_one_datagram_per_event() -> None:
     sent = port.take()
     assert [addr for _, addr in sent] == [("192.0.2.7", 5140)] * 2
     first, second = (decodeStrict(data) for data, _ in sent)
-    assert (first["type"], first["status"]) == (0, "start")
+    assert (first["type"], first["status"], first["message"]) == (0, "start", "RRQ received")
     assert (second["type"], second["status"], second["message"]) == (2, "error", "file_not_found")
     assert second["filename"] == 'x"\\\ufffd' and second["filename_hex"] == "78225cff"
     assert (sink.delivered, sink.failed, sink.dropped) == (2, 0, 0)
@@ -432,6 +440,8 @@ def test_http_observer_call_only_enqueues() -> None:
     assert (first.method, first.uri) == (b"POST", URL.encode())
     assert first.headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert first.event["type"] == 0 and second.event["type"] == 1
+    assert first.event["message"] == "RRQ received"
+    assert second.event["message"] == "transfer_complete"
     assert second.event["filename"] == 'q"\\\ufffd.cfg' and second.event["filename_hex"]
     first.answer(200)
     second.answer(204)

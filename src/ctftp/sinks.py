@@ -53,10 +53,15 @@ __all__ = [
     "eventOf",
     "loadTrustRoot",
     "WARNING_INTERVAL",
+    "LOOKUP_RETRY",
 ]
 
 #: Seconds of reactor time between two warnings of the same kind from a sink.
 WARNING_INTERVAL = 60.0
+
+#: Seconds between lookups of an ``event_udp`` name that has never resolved
+#: (DNS not up yet at boot); once it has an address, only SIGHUP looks again.
+LOOKUP_RETRY = 30.0
 
 _log = logger("ctftp.sinks")
 
@@ -248,7 +253,8 @@ class UDPEventSink:
     is looked up without blocking (``getaddrinfo`` in the reactor's thread
     pool) by :meth:`start` and again by :meth:`reload` (SIGHUP); the first
     address returned is used. Until the first lookup succeeds, events are
-    counted in ``dropped``; a later lookup that fails keeps the previous
+    counted in ``dropped`` and the lookup is tried again every
+    ``LOOKUP_RETRY`` seconds; a later lookup that fails keeps the previous
     address. The datagrams leave from an ephemeral port of the sink's own.
 
     Counters: ``delivered`` (handed to the kernel; UDP gives no receipt),
@@ -271,6 +277,7 @@ class UDPEventSink:
         self._udpFamily: int | None = None
         self._running = False
         self._lookup = 0  # generation of the newest lookup; older results are ignored
+        self._lookupAgain: IDelayedCall | None = None
         self._sendFailed = _Warning(
             reactor, "cannot send events to {target}: {error} ({failed} failed so far)"
         )
@@ -297,6 +304,7 @@ class UDPEventSink:
         """Stop sending and close the port; later events are counted as dropped."""
         self._running = False
         self._lookup += 1
+        self._cancelLookupAgain()
         udp, self._udp = self._udp, None
         self._udpFamily = None
         d: Deferred[None] = Deferred()
@@ -310,7 +318,13 @@ class UDPEventSink:
             d.callback(None)
         return d
 
+    def _cancelLookupAgain(self) -> None:
+        if self._lookupAgain is not None and self._lookupAgain.active():
+            self._lookupAgain.cancel()
+        self._lookupAgain = None
+
     def _resolve(self) -> None:
+        self._cancelLookupAgain()
         literal = _ipLiteral(self.host)
         if literal is not None:
             self._use(literal)
@@ -337,6 +351,8 @@ class UDPEventSink:
         if not found:
             keeping = f"; still sending to {self.address}" if self.address else ""
             self._lookupFailed(host=self.host, error=(error or "no address") + keeping)
+            if self.address is None:
+                self._lookupAgain = self.reactor.callLater(LOOKUP_RETRY, self._resolve)
             return
         self._lookupFailed.clear()
         self._use(found[0])

@@ -27,7 +27,14 @@ from zope.interface import implementer
 
 from ctftp import logs
 from ctftp.events import TransferRecord
-from ctftp.sinks import HTTPEventSink, UDPEventSink, encodeEvent, eventOf, loadTrustRoot
+from ctftp.sinks import (
+    LOOKUP_RETRY,
+    HTTPEventSink,
+    UDPEventSink,
+    encodeEvent,
+    eventOf,
+    loadTrustRoot,
+)
 from ctftp.testing import MemoryUDPReactor
 
 START = datetime.datetime(2025, 12, 2, 10, 16, 1, 204000, tzinfo=datetime.UTC).timestamp()
@@ -290,6 +297,33 @@ def test_udp_name_resolved_at_start_and_on_reload(sinkEvents: list[dict[str, Any
     sink.stop()
     reactor.answer(2, "10.9.9.9")
     assert not port6.listening and sink.address == "2001:db8::9"
+
+
+def test_udp_name_never_resolved_is_looked_up_again() -> None:
+    reactor = ResolvingReactor()
+    sink = UDPEventSink(reactor, "collector.example", 5140)
+    sink.start()
+    reactor.answer(0)  # DNS not there yet
+    reactor.advance(LOOKUP_RETRY - 1)
+    assert len(reactor.lookups) == 1
+    reactor.advance(1)
+    assert len(reactor.lookups) == 2
+    reactor.answer(1, "10.3.3.3")
+    reactor.advance(LOOKUP_RETRY * 10)
+    assert len(reactor.lookups) == 2  # resolved: no more lookups until reload
+    sink.reload()
+    reactor.answer(2)
+    reactor.advance(LOOKUP_RETRY * 10)
+    assert len(reactor.lookups) == 3 and sink.address == "10.3.3.3"
+
+
+def test_udp_stop_cancels_the_next_lookup() -> None:
+    reactor = ResolvingReactor()
+    sink = UDPEventSink(reactor, "collector.example", 5140)
+    sink.start()
+    reactor.answer(0)
+    sink.stop()
+    assert reactor.getDelayedCalls() == []
 
 
 def test_udp_name_on_a_reactor_without_pluggable_resolver() -> None:

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import platform
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -555,7 +556,7 @@ def test_syntax_error_attributes() -> None:
     assert info.value.message == 'bad regex "[": unmatched ['
 
 
-def test_from_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_from_file(tmp_path: Path) -> None:
     path = tmp_path / "remap.rules"
     path.write_bytes(b"# comment\nr ^caf\xc3\xa9 coffee\nr ^\xff raw\n")
     rules = RuleSet.fromFile(str(path))
@@ -564,7 +565,7 @@ def test_from_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert rules.apply("\udcffx", clientHost=V4, op="get") == "rawx"
 
 
-def test_from_file_error_names_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_from_file_error_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "remap.rules"
     path.write_text("r a b\nrq a b\n")
     with pytest.raises(RemapSyntaxError) as info:
@@ -572,7 +573,7 @@ def test_from_file_error_names_the_path(tmp_path) -> None:  # type: ignore[no-un
     assert str(info.value).startswith(f"{path}:2: invalid flag")
 
 
-def test_from_file_missing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_from_file_missing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         RuleSet.fromFile(str(tmp_path / "absent"))
 
@@ -734,7 +735,7 @@ def test_pcre_errors(text: str, message: str) -> None:
     assert str(info.value) == message
 
 
-def test_pcre_from_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pcre_from_file(tmp_path: Path) -> None:
     path = tmp_path / "atftpd.pcre"
     path.write_text("# comment\r\n^old(.*)$ new$1\r\n")
     assert PcreRules.fromFile(str(path)).apply("old.bin") == "new.bin"

@@ -83,18 +83,18 @@ rg  \\              /           # C:\boot\pxelinux.0 -> C:/boot/pxelinux.0
 ri  ^[a-z]:                     # drop a drive letter
 r   ^/+                         # drop leading slashes
 r   ^([^[:space:][:cntrl:]]+)[[:space:][:cntrl:]].*$  \1   # junk after the name
-ri  ^pxelinux\.0$    boot/pxelinux.0  e
+rie ^pxelinux\.0$    boot/pxelinux.0
 """
 
 PER_CLIENT_RULES = r"""
 r   ^/
-rE  ^(.*)$          hosts/\i/\1      # a file of this client's own, if there is one
-rE  ^(.*)$          hosts/\x/\1      # ...or under its address in hex (pxelinux style)
-r   ^               common/          # ...else the common one
+rE  ^(.*)$    hosts/\i/\1      # a file of this client's own, if there is one
+rE  ^(.*)$    hosts/\x/\1      # ...or under its address in hex (pxelinux style)
+r   ^         common/          # ...else the common one
 """
 
 DENY_RULES = r"""
-a   (^|/)\.                          # hidden files and ..
+a   (^|/)\.                          # hidden files, and anything with ..
 a   \.(key|pem|pvt)$  private\ file\ \0\ refused
 aP  ^firmware/        firmware\ is\ read-only
 ~a  ^(phones|firmware|boot)/   no\ such\ area
@@ -272,6 +272,16 @@ CASES = [
     ("get firmware", DENY_RULES, "firmware/x", {"op": "get"}, "firmware/x"),
     ("deny outside", DENY_RULES, "etc/x", {}, "denied: no such area"),
 ]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [CISCO_RULES, PXE_RULES, PER_CLIENT_RULES, DENY_RULES],
+    ids=["cisco", "pxe", "client", "deny"],
+)
+def test_documented_examples_are_the_tested_ones(rules: str) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "remap.md").read_text()
+    assert rules.strip() in docs
 
 
 @pytest.mark.parametrize(

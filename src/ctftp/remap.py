@@ -382,12 +382,14 @@ class _Regex:
 
     @classmethod
     def compile(cls, source: str, ignoreCase: bool) -> _Regex:
-        translation = _EreTranslator(source).translate()
         flags = re.DOTALL | (re.IGNORECASE if ignoreCase else 0)
         try:
+            translation = _EreTranslator(source).translate()
             main = re.compile(translation.render(r"\Z"), flags)
             beforeEnd = re.compile(translation.render("(?!)"), flags)
-        except re.error as e:  # a translation gap, reported rather than hidden
+        except RecursionError:
+            raise _EreError("groups nested too deeply") from None
+        except (re.error, OverflowError) as e:  # a translation gap, reported not hidden
             raise _EreError(f"cannot translate to Python: {e}") from None
         return cls(source, flags, main, beforeEnd, translation)
 
@@ -804,7 +806,7 @@ class PcreRules:
                 )
             try:
                 regex = re.compile(fields[0])
-            except re.error as e:
+            except (re.error, RecursionError, OverflowError) as e:
                 raise RemapSyntaxError(source, number, f'bad regex "{fields[0]}": {e}') from None
             try:
                 template = _parsePcreTemplate(fields[1], regex.groups)

@@ -527,6 +527,11 @@ def test_ere_refused(regex: str, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_ere_deep_nesting_is_a_syntax_error() -> None:
+    with pytest.raises(RemapSyntaxError, match="nested too deeply"):
+        RuleSet.fromText("r " + "(" * 2000 + "a" + ")" * 2000 + " x")
+
+
 def test_ere_interval_limit_accepted() -> None:
     RuleSet.fromText("r a{32767} x")
 

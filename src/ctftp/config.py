@@ -17,10 +17,14 @@ import difflib
 import ipaddress
 import math
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
+
+from ctftp import acl
 
 __all__ = [
     "KEYS",
@@ -288,6 +292,144 @@ def parseLogDir(raw: str, base: str | None = None) -> str:
     return path
 
 
+def _existingFile(raw: str, base: str | None) -> str:
+    text = raw.strip()
+    if not text:
+        return ""
+    path = _absolute(text, base) if "\0" not in text else ""
+    if not path or not os.path.isfile(path):
+        raise ValueError(f"expected an existing file{_whereRelative(text, base)}")
+    return path
+
+
+def parseFile(raw: str, base: str | None = None) -> str:
+    """Parse an optional file key (``event_ca_bundle``, ``remap_file``, ``pcre_file``).
+
+    Empty means off; otherwise the file must exist when ctftp starts, and the
+    value is its absolute, normalised path.
+    """
+    return _existingFile(raw, base)
+
+
+_EVENT_UDP_EXPECTED = (
+    "expected HOST:PORT with an IP address or host name and a port 1..65535 ([::1]:514 for IPv6)"
+)
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def _hostName(text: str) -> bool:
+    """True when ``text`` is a syntactically valid DNS name (no lookup)."""
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    # An all-digit last label is a mistyped IPv4 address, never a name.
+    return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+
+
+def _sinkAddress(host: str, port: object) -> tuple[str, int]:
+    """Check one ``event_udp`` (host, port); host unbracketed or bracketed IPv6."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(_EVENT_UDP_EXPECTED)
+    text = host.strip()
+    bracketed = text.startswith("[") and text.endswith("]")
+    try:
+        address = ipaddress.ip_address(text[1:-1] if bracketed else text)
+    except ValueError:
+        if bracketed or not _hostName(text):
+            raise ValueError(_EVENT_UDP_EXPECTED) from None
+        return (text, port)
+    if bracketed and address.version != 6:
+        raise ValueError(_EVENT_UDP_EXPECTED)
+    return (str(address), port)
+
+
+def parseEventUDP(raw: str) -> tuple[str, int] | None:
+    """Parse ``event_udp``: ``HOST:PORT`` (IP literal or DNS name); empty means off."""
+    text = raw.strip()
+    if not text:
+        return None
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0 or text[close + 1 : close + 2] != ":":
+            raise ValueError(_EVENT_UDP_EXPECTED)
+        host, port = text[: close + 1], text[close + 2 :]
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(_EVENT_UDP_EXPECTED)
+    return _sinkAddress(host, _port(port, _EVENT_UDP_EXPECTED, 1))
+
+
+_HTTP_URL_EXPECTED = "expected an http:// or https:// URL"
+
+
+def parseEventHTTPURL(raw: str) -> str:
+    """Parse ``event_http_url``: an ``http(s)://`` URL with a host; empty means off."""
+    text = raw.strip()
+    if not text:
+        return ""
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ValueError(_HTTP_URL_EXPECTED)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(_HTTP_URL_EXPECTED) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(_HTTP_URL_EXPECTED)
+    return text
+
+
+def parseMetricsListen(raw: str) -> tuple[str, int] | None:
+    """Parse ``metrics_listen``: one ``HOST:PORT`` like a listener; empty means off."""
+    text = raw.strip()
+    if not text:
+        return None
+    return parseListener(text)
+
+
+_UMASK_EXPECTED = "expected an octal umask 000..777, e.g. 022"
+
+
+def parseUmask(raw: str) -> int:
+    """Parse ``umask``: octal digits, with an optional leading ``0`` or ``0o``."""
+    text = raw.strip().lower()
+    if text.startswith("0o"):
+        text = text[2:]
+    if not text or any(ch not in "01234567" for ch in text):
+        raise ValueError(_UMASK_EXPECTED)
+    value = int(text, 8)
+    if value > 0o777:
+        raise ValueError(_UMASK_EXPECTED)
+    return value
+
+
+_BYTES_EXPECTED = "expected a number of bytes 0 or greater, with an optional K, M or G suffix"
+_BYTE_SUFFIXES = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parseMaxUploadBytes(raw: str) -> int:
+    """Parse ``max_upload_bytes``: bytes, ``K``/``M``/``G`` are powers of 1024; 0: no limit."""
+    text = raw.strip().lower()
+    factor = _BYTE_SUFFIXES.get(text[-1:], 1)
+    if factor != 1:
+        text = text[:-1].rstrip()
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(_BYTES_EXPECTED)
+    return int(text) * factor
+
+
+def parseClients(raw: str) -> tuple[acl.Network, ...]:
+    """Parse ``allow_clients`` / ``deny_clients``: CIDRs or bare addresses, comma-separated."""
+    return acl.parseCIDRList(raw)
+
+
+def parseWorkers(raw: str) -> int:
+    """Parse ``workers``: processes sharing each listener."""
+    return _intIn(raw, 1, 64, "expected a whole number from 1 to 64")
+
+
 # ---------------------------------------------------------------------------
 # The key table.
 # ---------------------------------------------------------------------------
@@ -413,18 +555,68 @@ KEYS: Mapping[str, Key] = _keys(
         "true: serve only world-readable files",
         parseBool,
     ),
+    Key(
+        "event_udp",
+        "",
+        "HOST:PORT (IP or host name; IPv6 as [::1]:514) that receives one JSON event per"
+        " datagram; empty: off",
+        parseEventUDP,
+    ),
+    Key(
+        "event_http_url",
+        "",
+        "http:// or https:// URL that receives each JSON event by POST; empty: off",
+        parseEventHTTPURL,
+    ),
+    Key(
+        "event_ca_bundle",
+        "",
+        "PEM file of private CAs trusted for https event delivery; empty: the system's",
+        parseFile,
+        parseFile,
+    ),
+    Key(
+        "allow_write",
+        "false",
+        "true: accept write requests (WRQ) at all",
+        parseBool,
+    ),
+    Key(
+        "allow_create",
+        "false",
+        "true: a write may create a new file; false: only existing files are overwritten",
+        parseBool,
+    ),
+    Key(
+        "umask",
+        "022",
+        "octal umask for created files",
+        parseUmask,
+    ),
+    Key(
+        "write_devnull",
+        "false",
+        "true: accept write requests and discard the data",
+        parseBool,
+    ),
+    Key(
+        "max_upload_bytes",
+        "0",
+        "largest upload accepted, bytes with an optional K/M/G suffix; 0: no limit",
+        parseMaxUploadBytes,
+    ),
+    Key(
+        "metrics_listen",
+        "",
+        "HOST:PORT of an HTTP /metrics page (Prometheus text); empty: off",
+        parseMetricsListen,
+    ),
 )
 """Every supported key, in the order the docs and the example file list them."""
 
 UNSUPPORTED_KEYS: tuple[str, ...] = (
-    "event_udp",
-    "event_http_url",
     "remap_file",
     "pcre_file",
-    "allow_write",
-    "allow_create",
-    "umask",
-    "write_devnull",
     "http_relay",
     "fallback_url",
     "cache_dir",
@@ -432,7 +624,6 @@ UNSUPPORTED_KEYS: tuple[str, ...] = (
     "deny_clients",
     "multicast",
     "mtftp_file",
-    "metrics_listen",
     "workers",
     "systemd",
 )
@@ -479,6 +670,15 @@ class ServerConfig:
     port_range: tuple[int, int] | None = None
     max_connections: int = 1000
     require_world_readable: bool = False
+    event_udp: tuple[str, int] | None = None
+    event_http_url: str = ""
+    event_ca_bundle: str = ""
+    allow_write: bool = False
+    allow_create: bool = False
+    umask: int = 0o022
+    write_devnull: bool = False
+    max_upload_bytes: int = 0
+    metrics_listen: tuple[str, int] | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -709,6 +909,40 @@ def _typedStr(parse: Callable[[str], Any], expected: str) -> Callable[[object], 
     return check
 
 
+def _typedAddress(
+    parse: Callable[[str], tuple[str, int] | None],
+    pair: Callable[[str, object], tuple[str, int]],
+    expected: str,
+) -> Callable[[object], tuple[str, int] | None]:
+    """Normalise ``None``, a ``"HOST:PORT"`` string or a ``(host, port)`` pair."""
+
+    def check(value: object) -> tuple[str, int] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return parse(value)
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise ValueError(expected)
+        host, port = value
+        if not isinstance(host, str):
+            raise ValueError(expected)
+        return pair(host, port)
+
+    return check
+
+
+def _listenerPair(host: str, port: object) -> tuple[str, int]:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(_LISTENER_EXPECTED)
+    return (_host(host, _LISTENER_EXPECTED), port)
+
+
+def _typedUmask(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(_UMASK_EXPECTED)
+    return value
+
+
 _TYPED: dict[str, Callable[[object], Any]] = {
     "root_dir": _typedRootDir,
     "log_dir": _typedStr(parseLogDir, "expected a folder path"),
@@ -724,4 +958,13 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "port_range": _typedPortRange,
     "max_connections": _typedInt(parseMaxConnections),
     "require_world_readable": _typedBool,
+    "event_udp": _typedAddress(parseEventUDP, _sinkAddress, _EVENT_UDP_EXPECTED),
+    "event_http_url": _typedStr(parseEventHTTPURL, _HTTP_URL_EXPECTED),
+    "event_ca_bundle": _typedStr(parseFile, "expected an existing file"),
+    "allow_write": _typedBool,
+    "allow_create": _typedBool,
+    "umask": _typedUmask,
+    "write_devnull": _typedBool,
+    "max_upload_bytes": _typedInt(parseMaxUploadBytes),
+    "metrics_listen": _typedAddress(parseMetricsListen, _listenerPair, _LISTENER_EXPECTED),
 }

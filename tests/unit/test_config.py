@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,9 @@ def test_key_defaults_parse_to_field_defaults(root: Path) -> None:
 
 def test_unsupported_keys_are_not_keys() -> None:
     assert not set(UNSUPPORTED_KEYS) & set(KEYS)
-    assert "allow_write" in UNSUPPORTED_KEYS and "event_udp" in UNSUPPORTED_KEYS
+    assert "multicast" in UNSUPPORTED_KEYS and "http_relay" in UNSUPPORTED_KEYS
+    for name in ("http_relay", "fallback_url", "cache_dir", "multicast", "mtftp_file"):
+        assert name in UNSUPPORTED_KEYS, name
 
 
 def test_key_parse_raises_value_error_with_expected() -> None:
@@ -99,6 +102,15 @@ def test_minimal_file_and_defaults(tmp_path: Path, root: Path) -> None:
     assert config.max_connections == 1000
     assert config.require_world_readable is False
     assert config.log_dir == ""
+    assert config.event_udp is None
+    assert config.event_http_url == ""
+    assert config.event_ca_bundle == ""
+    assert config.allow_write is False
+    assert config.allow_create is False
+    assert config.umask == 0o022
+    assert config.write_devnull is False
+    assert config.max_upload_bytes == 0
+    assert config.metrics_listen is None
 
 
 def test_comments_blank_lines_and_spaces(tmp_path: Path, root: Path) -> None:
@@ -170,8 +182,8 @@ def test_unknown_key_other_case_suggests_key(tmp_path: Path, root: Path) -> None
 
 
 def test_unknown_key_can_suggest_unsupported_key(tmp_path: Path, root: Path) -> None:
-    message = loadError(tmp_path, "allow_writes=yes\n", root)
-    assert message.endswith(":2: unknown key 'allow_writes' (did you mean 'allow_write'?)")
+    message = loadError(tmp_path, "multicasts=yes\n", root)
+    assert message.endswith(":2: unknown key 'multicasts' (did you mean 'multicast'?)")
 
 
 def test_unknown_key_without_suggestion(tmp_path: Path, root: Path) -> None:
@@ -327,6 +339,35 @@ GOOD = [
     ("port_range", "", None),
     ("max_connections", "1", 1),
     ("require_world_readable", "yes", True),
+    ("event_udp", "", None),
+    ("event_udp", "127.0.0.1:514", ("127.0.0.1", 514)),
+    ("event_udp", " logs.example.com:514 ", ("logs.example.com", 514)),
+    ("event_udp", "LOGHOST:1", ("LOGHOST", 1)),
+    ("event_udp", "collector-2.example.:65535", ("collector-2.example.", 65535)),
+    ("event_udp", "[::1]:514", ("::1", 514)),
+    ("event_udp", "[2001:DB8::0001]:514", ("2001:db8::1", 514)),
+    ("event_http_url", "", ""),
+    ("event_http_url", "http://127.0.0.1:8080/events", "http://127.0.0.1:8080/events"),
+    ("event_http_url", "https://logs.example.com/in?x=1", "https://logs.example.com/in?x=1"),
+    ("event_http_url", "HTTPS://[::1]:8443/", "HTTPS://[::1]:8443/"),
+    ("event_ca_bundle", "", ""),
+    ("allow_write", "yes", True),
+    ("allow_create", "on", True),
+    ("write_devnull", "1", True),
+    ("umask", "022", 0o022),
+    ("umask", "0", 0),
+    ("umask", "77", 0o077),
+    ("umask", "0777", 0o777),
+    ("umask", "0o027", 0o027),
+    ("umask", "0O002", 0o002),
+    ("max_upload_bytes", "0", 0),
+    ("max_upload_bytes", "1000", 1000),
+    ("max_upload_bytes", "64k", 64 * 1024),
+    ("max_upload_bytes", "10M", 10 * 1024**2),
+    ("max_upload_bytes", "2 g", 2 * 1024**3),
+    ("metrics_listen", "", None),
+    ("metrics_listen", "127.0.0.1:9100", ("127.0.0.1", 9100)),
+    ("metrics_listen", "[::]:0", ("::", 0)),
 ]
 
 
@@ -376,6 +417,45 @@ BAD = [
     ("max_connections", "0", "expected a whole number 1 or greater"),
     ("max_connections", "many", "expected a whole number 1 or greater"),
     ("require_world_readable", "o+r", "expected true/false, yes/no, on/off or 1/0"),
+    ("event_udp", "127.0.0.1", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "127.0.0.1:0", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "127.0.0.1:65536", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "256.0.0.1:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "::1:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "[::1]514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "[127.0.0.1]:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "[logs]:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "logs_1.example:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "-logs.example:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "logs..example:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "logs example:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_udp", "udp://logs:514", "expected HOST:PORT with an IP address or host name"),
+    ("event_http_url", "ftp://example.com/", "expected an http:// or https:// URL"),
+    ("event_http_url", "example.com/events", "expected an http:// or https:// URL"),
+    ("event_http_url", "http://", "expected an http:// or https:// URL"),
+    ("event_http_url", "http:///events", "expected an http:// or https:// URL"),
+    ("event_http_url", "http://example.com:99999/", "expected an http:// or https:// URL"),
+    ("event_http_url", "http://exa mple.com/", "expected an http:// or https:// URL"),
+    ("event_ca_bundle", "/no/such/ca.pem", "expected an existing file"),
+    ("allow_write", "sometimes", "expected true/false, yes/no, on/off or 1/0"),
+    ("allow_create", "", "expected true/false, yes/no, on/off or 1/0"),
+    ("write_devnull", "2", "expected true/false, yes/no, on/off or 1/0"),
+    ("umask", "", "expected an octal umask 000..777, e.g. 022"),
+    ("umask", "8", "expected an octal umask 000..777, e.g. 022"),
+    ("umask", "1000", "expected an octal umask 000..777, e.g. 022"),
+    ("umask", "-22", "expected an octal umask 000..777, e.g. 022"),
+    ("umask", "0x12", "expected an octal umask 000..777, e.g. 022"),
+    ("umask", "u=rwx", "expected an octal umask 000..777, e.g. 022"),
+    ("max_upload_bytes", "", "expected a number of bytes 0 or greater"),
+    ("max_upload_bytes", "-1", "expected a number of bytes 0 or greater"),
+    ("max_upload_bytes", "1.5M", "expected a number of bytes 0 or greater"),
+    ("max_upload_bytes", "1T", "expected a number of bytes 0 or greater"),
+    ("max_upload_bytes", "10MB", "expected a number of bytes 0 or greater"),
+    ("max_upload_bytes", "K", "expected a number of bytes 0 or greater"),
+    ("metrics_listen", "localhost:9100", "expected HOST:PORT with an IP address"),
+    ("metrics_listen", "127.0.0.1", "expected HOST:PORT with an IP address"),
+    ("metrics_listen", "127.0.0.1:65536", "expected HOST:PORT with an IP address"),
+    ("metrics_listen", "127.0.0.1:9100,[::1]:9100", "expected HOST:PORT with an IP address"),
 ]
 
 
@@ -384,6 +464,84 @@ def test_bad_values(tmp_path: Path, root: Path, name: str, raw: str, expected: s
     message = loadError(tmp_path, f"{name}={raw}\n", root)
     assert message.startswith(f"{tmp_path / 'ctftp.conf'}:2: {name}: {expected}")
     assert ", got '" in message
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (
+            "event_udp=logs:0",
+            "event_udp: expected HOST:PORT with an IP address or host name and a port 1..65535"
+            " ([::1]:514 for IPv6), got 'logs:0'",
+        ),
+        (
+            "event_http_url=ftp://x/",
+            "event_http_url: expected an http:// or https:// URL, got 'ftp://x/'",
+        ),
+        (
+            "event_ca_bundle=/no/ca.pem",
+            "event_ca_bundle: expected an existing file, got '/no/ca.pem'",
+        ),
+        ("umask=999", "umask: expected an octal umask 000..777, e.g. 022, got '999'"),
+        (
+            "max_upload_bytes=1.5G",
+            "max_upload_bytes: expected a number of bytes 0 or greater,"
+            " with an optional K, M or G suffix, got '1.5G'",
+        ),
+        (
+            "metrics_listen=localhost:9100",
+            "metrics_listen: expected HOST:PORT with an IP address and a port 0..65535"
+            " ([::1]:69 for IPv6), got 'localhost:9100'",
+        ),
+        (
+            "allow_write=maybe",
+            "allow_write: expected true/false, yes/no, on/off or 1/0, got 'maybe'",
+        ),
+    ],
+)
+def test_new_key_error_lines(tmp_path: Path, root: Path, body: str, line: str) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n{body}\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == f"{path}:2: {line}"
+
+
+def test_event_ca_bundle_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    etc = tmp_path / "etc"
+    (etc / "tls").mkdir(parents=True)
+    (etc / "tls" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    path = writeConf(etc, f"root_dir={root}\nevent_ca_bundle=tls/ca.pem\n")
+    assert ServerConfig.fromFile(path).event_ca_bundle == str(etc / "tls" / "ca.pem")
+    path = writeConf(etc, f"root_dir={root}\nevent_ca_bundle=tls\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == (
+        f"{path}:2: event_ca_bundle: expected an existing file (relative to {etc}), got 'tls'"
+    )
+    config = ServerConfig.fromStrings({"root_dir": str(root), "event_ca_bundle": "etc/tls/ca.pem"})
+    assert config.event_ca_bundle == str(etc / "tls" / "ca.pem")
+
+
+def test_new_keys_on_the_command_line(tmp_path: Path, root: Path) -> None:
+    config = ServerConfig.fromStrings(
+        {
+            "root_dir": str(root),
+            "allow_write": "yes",
+            "umask": "027",
+            "max_upload_bytes": "1M",
+            "event_udp": "[::1]:514",
+        }
+    )
+    assert (config.allow_write, config.umask, config.max_upload_bytes) == (True, 0o27, 1 << 20)
+    assert config.event_udp == ("::1", 514)
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromStrings({"root_dir": str(root), "umask": "9"})
+    assert str(info.value) == (
+        "command line: --umask: expected an octal umask 000..777, e.g. 022, got '9'"
+    )
 
 
 def test_bad_value_whole_line(tmp_path: Path, root: Path) -> None:
@@ -490,8 +648,8 @@ def test_from_strings_errors() -> None:
         "command line: unknown option '--timeout-secs' (did you mean '--timeout-sec'?)"
     )
     with pytest.raises(ConfigError) as info:
-        ServerConfig.fromStrings({"root_dir": "/", "workers": "4"})
-    assert str(info.value) == "command line: --workers: not supported by this version of ctftp"
+        ServerConfig.fromStrings({"root_dir": "/", "multicast": "yes"})
+    assert str(info.value) == "command line: --multicast: not supported by this version of ctftp"
 
 
 def test_from_strings_other_origin() -> None:
@@ -509,8 +667,9 @@ def test_check_key() -> None:
     checkKey("timeout_sec")
     with pytest.raises(ConfigError, match=r"^command line: unknown option '--rot-dir' \(did you"):
         checkKey("--rot-dir")
-    with pytest.raises(ConfigError, match="^x.conf: umask: not supported"):
-        checkKey("umask", "x.conf")
+    checkKey("--umask")
+    with pytest.raises(ConfigError, match="^x.conf: multicast: not supported"):
+        checkKey("multicast", "x.conf")
 
 
 # --- keyword construction ----------------------------------------------------
@@ -564,6 +723,46 @@ def test_keyword_relative_root_is_relative_to_cwd(
     assert ServerConfig(root_dir="srv").root_dir == (str(root),)
 
 
+def test_keyword_new_keys(tmp_path: Path, root: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    config = ServerConfig(
+        root_dir=root,  # type: ignore[arg-type]
+        event_udp=("logs.example.com", 514),
+        event_http_url="https://example.com/e",
+        event_ca_bundle=bundle,  # type: ignore[arg-type]
+        allow_write=True,
+        allow_create=1,  # type: ignore[arg-type]
+        umask=0o077,
+        write_devnull=False,
+        max_upload_bytes=4096,
+        metrics_listen=["[::1]", 9100],  # type: ignore[arg-type]
+    )
+    assert config.event_udp == ("logs.example.com", 514)
+    assert config.event_http_url == "https://example.com/e"
+    assert config.event_ca_bundle == str(bundle)
+    assert (config.allow_write, config.allow_create, config.write_devnull) == (True, True, False)
+    assert config.umask == 0o077
+    assert config.max_upload_bytes == 4096
+    assert config.metrics_listen == ("::1", 9100)
+    strings = ServerConfig(
+        root_dir=(str(root),),
+        event_udp="[::1]:514",  # type: ignore[arg-type]
+        umask="0o027",  # type: ignore[arg-type]
+        max_upload_bytes="2K",  # type: ignore[arg-type]
+        metrics_listen="127.0.0.1:0",  # type: ignore[arg-type]
+    )
+    assert strings.event_udp == ("::1", 514)
+    assert (strings.umask, strings.max_upload_bytes) == (0o027, 2048)
+    assert strings.metrics_listen == ("127.0.0.1", 0)
+    off = dataclasses.replace(config, event_udp=None, metrics_listen=None)
+    assert off.event_udp is None and off.metrics_listen is None
+    empty: Any = ""
+    pair: Any = ["10.0.0.1", 514]
+    assert dataclasses.replace(config, event_udp=empty).event_udp is None
+    assert dataclasses.replace(config, event_udp=pair).event_udp == ("10.0.0.1", 514)
+
+
 def test_keyword_root_with_comma_in_sequence(tmp_path: Path) -> None:
     odd = tmp_path / "a,b"
     odd.mkdir()
@@ -596,6 +795,38 @@ def test_keyword_root_with_comma_in_sequence(tmp_path: Path) -> None:
         ({"root_dir": "/no/such/dir"}, "ServerConfig: root_dir: expected an existing folder"),
         ({"root_dir": ()}, "ServerConfig: root_dir: expected a folder or a comma-separated"),
         ({"refuse_options": 3}, "ServerConfig: refuse_options: expected a comma-separated"),
+        ({"event_udp": ("logs", 0)}, "ServerConfig: event_udp: expected HOST:PORT with an IP"),
+        ({"event_udp": ("logs", True)}, "ServerConfig: event_udp: expected HOST:PORT"),
+        ({"event_udp": ("a_b", 514)}, "ServerConfig: event_udp: expected HOST:PORT"),
+        ({"event_udp": ("logs",)}, "ServerConfig: event_udp: expected HOST:PORT"),
+        ({"event_udp": 514}, "ServerConfig: event_udp: expected HOST:PORT"),
+        ({"event_udp": (514, "logs")}, "ServerConfig: event_udp: expected HOST:PORT"),
+        (
+            {"event_http_url": "gopher://x"},
+            "ServerConfig: event_http_url: expected an http:// or https:// URL, got 'gopher://x'",
+        ),
+        ({"event_http_url": None}, "ServerConfig: event_http_url: expected an http:// or"),
+        (
+            {"event_ca_bundle": "/no/such.pem"},
+            "ServerConfig: event_ca_bundle: expected an existing file, got '/no/such.pem'",
+        ),
+        ({"event_ca_bundle": 1}, "ServerConfig: event_ca_bundle: expected an existing file"),
+        ({"allow_write": "perhaps"}, "ServerConfig: allow_write: expected true/false"),
+        ({"allow_create": 2}, "ServerConfig: allow_create: expected true/false"),
+        ({"write_devnull": None}, "ServerConfig: write_devnull: expected true/false"),
+        ({"umask": 0o1000}, "ServerConfig: umask: expected an octal umask 000..777, e.g. 022"),
+        ({"umask": -1}, "ServerConfig: umask: expected an octal umask"),
+        ({"umask": True}, "ServerConfig: umask: expected an octal umask"),
+        (
+            {"umask": "9"},
+            "ServerConfig: umask: expected an octal umask 000..777, e.g. 022, got '9'",
+        ),
+        ({"max_upload_bytes": -1}, "ServerConfig: max_upload_bytes: expected a number of bytes"),
+        ({"max_upload_bytes": 1.5}, "ServerConfig: max_upload_bytes: expected a number of bytes"),
+        ({"max_upload_bytes": "1T"}, "ServerConfig: max_upload_bytes: expected a number of"),
+        ({"metrics_listen": ("localhost", 9100)}, "ServerConfig: metrics_listen: expected HOST"),
+        ({"metrics_listen": ("::1", 65536)}, "ServerConfig: metrics_listen: expected HOST:PORT"),
+        ({"metrics_listen": 9100}, "ServerConfig: metrics_listen: expected HOST:PORT"),
     ],
 )
 def test_keyword_validation(root: Path, kwargs: dict[str, object], message: str) -> None:
@@ -632,6 +863,8 @@ def test_example_config_serves_samples(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert config.root_dir == (str(REPO / "samples"),)
     assert config.listeners == (("127.0.0.1", 6969),)
     assert config.log_dir == ""
+    defaults = ServerConfig(root_dir=config.root_dir, listeners=config.listeners)
+    assert dataclasses.replace(config, source="") == defaults
     assert (REPO / "samples" / "hello.txt").is_file()
     assert (REPO / "samples" / "SEP001122334455.cnf.xml").is_file()
     assert (REPO / "samples" / "pxelinux.cfg" / "default").is_file()

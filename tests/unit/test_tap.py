@@ -158,8 +158,8 @@ def test_unknown_option_suggests(root: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_not_yet_supported_option(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = oneLineFailure(capsys, "--root", str(root), "--allow-write", "yes")
-    assert line == "ctftp: command line: --allow-write: not supported by this version of ctftp"
+    line = oneLineFailure(capsys, "--root", str(root), "--multicast", "yes")
+    assert line == "ctftp: command line: --multicast: not supported by this version of ctftp"
 
 
 def test_option_without_value(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,592 @@
+"""Measure ctftp against tftpd-hpa and atftpd on loopback, in the same run.
+
+Each server gets its own port on 127.0.0.1 and the same folder of files; each
+scenario runs against each server in turn (interleaved, so drift hits all
+alike), and a table of medians is printed at the end. See benchmarks/README.md.
+
+    python benchmarks/run.py                      # everything found, 64 MiB bulk
+    python benchmarks/run.py --bulk-mib 8 --repeat 3 --servers ctftp,atftpd
+
+The load comes from ``../shared/bench/tftpload`` (built with ``make`` when gcc
+and its source are there) or, failing that, from ``benchmarks/pyload.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import getpass
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+DEFAULT_BENCH_DIR = REPO_ROOT.parent / "shared" / "bench"
+
+STORM_PATTERN = "SEP%012d.cnf.xml"
+STORM_FILE = "sample-4k.bin"
+BULK_FILE = "bulk.bin"
+PARALLEL_FILE = "parallel-16m.bin"
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    file: str
+    verify: str
+    total: int = 1
+    concurrency: int = 1
+    name_count: int = 0
+    blksize: int = 0
+    windowsize: int = 0
+    tsize: bool = False
+
+    def load_args(self) -> list[str]:
+        args = ["--file", self.file, "--total", str(self.total)]
+        args += ["--concurrency", str(self.concurrency)]
+        if self.name_count:
+            args += ["--name-count", str(self.name_count)]
+        if self.blksize:
+            args += ["--blksize", str(self.blksize)]
+        if self.windowsize:
+            args += ["--windowsize", str(self.windowsize)]
+        if self.tsize:
+            args.append("--tsize")
+        return args
+
+
+def scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
+    bulk = f"{args.bulk_mib} MiB"
+    return {
+        "a": Scenario(
+            "a",
+            f"{args.storm_total:,} x 4 KiB, {args.storm_names:,} names, "
+            f"c={args.concurrency}, blksize 512",
+            STORM_PATTERN,
+            STORM_FILE,
+            total=args.storm_total,
+            concurrency=args.concurrency,
+            name_count=args.storm_names,
+            blksize=512,
+        ),
+        "c1": Scenario(
+            "c1", f"{bulk}, blksize 1428", BULK_FILE, BULK_FILE, blksize=1428, tsize=True
+        ),
+        "c2": Scenario(
+            "c2", f"{bulk}, blksize 8192", BULK_FILE, BULK_FILE, blksize=8192, tsize=True
+        ),
+        "c3": Scenario(
+            "c3",
+            f"{bulk}, blksize 1428, windowsize 16",
+            BULK_FILE,
+            BULK_FILE,
+            blksize=1428,
+            windowsize=16,
+            tsize=True,
+        ),
+        "d": Scenario(
+            "d",
+            "10 x 16 MiB in parallel, blksize 1428",
+            PARALLEL_FILE,
+            PARALLEL_FILE,
+            total=10,
+            concurrency=10,
+            blksize=1428,
+        ),
+    }
+
+
+def make_files(root: Path, args: argparse.Namespace, wanted: Sequence[Scenario]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(20251202)
+    keys = {s.key for s in wanted}
+    files: dict[str, int] = {}
+    if "a" in keys:
+        files[STORM_FILE] = 4096
+    if keys & {"c1", "c2", "c3"}:
+        files[BULK_FILE] = args.bulk_mib * 1024 * 1024
+    if "d" in keys:
+        files[PARALLEL_FILE] = 16 * 1024 * 1024
+    for name, size in files.items():
+        (root / name).write_bytes(rng.randbytes(size))
+    if "a" in keys:
+        sample = (root / STORM_FILE).read_bytes()
+        for index in range(args.storm_names):
+            (root / (STORM_PATTERN % index)).write_bytes(sample)
+    # Servers that drop root (tftpd-hpa, atftpd run as nobody) must read everything.
+    for path in [root, *root.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for parent in root.parents:
+        if parent == Path(tempfile.gettempdir()):
+            break
+        with contextlib.suppress(OSError):
+            parent.chmod(parent.stat().st_mode | 0o005)
+
+
+# --------------------------------------------------------------------------
+# Servers
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(port: int, timeout: float = 0.25) -> bool:
+    """True when an RRQ for a missing name gets an ERROR back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(struct.pack("!H", 1) + b"bench-probe-missing\0octet\0", ("127.0.0.1", port))
+        try:
+            data, _ = s.recvfrom(2048)
+        except OSError:
+            return False
+    return data[:2] == struct.pack("!H", 5)
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    workdir: Path
+    cwd: Path
+    note: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    clear_refs_ok: bool = True
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        output = self.workdir / f"{self.name}.out"
+        with output.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if answers(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"{self.name} did not start ({' '.join(self.argv)}):\n"
+            + output.read_text(errors="replace")[-2000:]
+        )
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def reset_peak(self) -> None:
+        """Reset VmHWM so the next reading is the peak of one scenario (Linux >= 4.0)."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            self.clear_refs_ok = False
+
+    def peak_rss_mb(self) -> float | None:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the process and its reaped children."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+            return ticks / os.sysconf("SC_CLK_TCK")
+        return None
+
+
+def find_program(explicit: str | None, names: Sequence[str], paths: Sequence[str]) -> str | None:
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return next((p for p in paths if os.access(p, os.X_OK)), None)
+
+
+def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path) -> Server:
+    port = free_udp_port()
+    config = {
+        "root_dir": str(root),
+        "listeners": f"127.0.0.1:{port}",
+        "log_dir": str(workdir / "ctftp-logs"),
+    }
+    for item in args.ctftp_set:
+        key, _, value = item.partition("=")
+        config[key.strip()] = value.strip()
+    (workdir / "ctftp-logs").mkdir(parents=True, exist_ok=True)
+    conf = workdir / "ctftp.conf"
+    conf.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
+    twistd = args.twistd or str(Path(sys.executable).with_name("twistd"))
+    argv = [twistd, "-n", "--pidfile", str(workdir / "ctftp.pid"), "ctftp", "--config", str(conf)]
+    note = "central log in log_dir, other keys at their defaults"
+    if args.ctftp_set:
+        note += " except " + ", ".join(args.ctftp_set)
+    return Server("ctftp", argv, port, workdir, workdir, note=note)
+
+
+def hpa_server(path: str, root: Path, workdir: Path) -> Server:
+    port = free_udp_port()
+    argv = [path, "-L", "-a", f"127.0.0.1:{port}"]
+    if os.geteuid() == 0:
+        argv += ["-s", str(root)]  # chroot, then drops to nobody
+        cwd = workdir
+    else:
+        argv += ["-u", getpass.getuser()]  # no chroot without root: names relative to cwd
+        cwd = root
+    note = "forks a process per transfer: peak RSS of the listener only, CPU of reaped children"
+    return Server("tftpd-hpa", argv, port, workdir, cwd, note=note)
+
+
+def atftpd_server(path: str, root: Path, workdir: Path) -> Server:
+    port = free_udp_port()
+    argv = [path, "--daemon", "--no-fork", "--port", str(port), "--bind-address", "127.0.0.1"]
+    argv += ["--logfile", "-", "--maxthread", "200"]
+    if os.geteuid() != 0:
+        argv += ["--user", getpass.getuser()]
+    argv.append(str(root))
+    return Server("atftpd", argv, port, workdir, workdir)
+
+
+def servers(args: argparse.Namespace, root: Path, workdir: Path) -> list[Server]:
+    chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
+    found: list[Server] = []
+    for name in chosen:
+        if name == "ctftp":
+            found.append(ctftp_server(args, root, workdir / "ctftp"))
+        elif name == "tftpd-hpa":
+            path = find_program(args.in_tftpd, ["in.tftpd"], ["/usr/sbin/in.tftpd"])
+            if path:
+                found.append(hpa_server(path, root, workdir / "tftpd-hpa"))
+            else:
+                print("# tftpd-hpa (in.tftpd) not found: skipped", file=sys.stderr)
+        elif name == "atftpd":
+            path = find_program(
+                args.atftpd,
+                ["atftpd"],
+                ["/usr/sbin/atftpd", "/tmp/atftpd-root/usr/sbin/atftpd"],
+            )
+            if path:
+                found.append(atftpd_server(path, root, workdir / "atftpd"))
+            else:
+                print("# atftpd not found (give --atftpd PATH): skipped", file=sys.stderr)
+        else:
+            raise SystemExit(f"unknown server {name!r}: ctftp, tftpd-hpa, atftpd")
+    return found
+
+
+# --------------------------------------------------------------------------
+# Load generators
+
+
+def build_tftpload(bench_dir: Path, cache: Path) -> Path | None:
+    """``make -C bench_dir``; if that folder is read-only, compile into ``cache``."""
+    source = bench_dir / "tftpload.c"
+    binary = bench_dir / "tftpload"
+    compiler = os.environ.get("CC", "gcc")
+    if not source.exists() or shutil.which(compiler) is None:
+        return binary if os.access(binary, os.X_OK) else None
+    make = shutil.which("make")
+    if make:
+        result = subprocess.run(
+            [make, "-s", "-C", str(bench_dir)], capture_output=True, timeout=300, check=False
+        )
+        if result.returncode == 0 and os.access(binary, os.X_OK):
+            return binary
+    cache.mkdir(parents=True, exist_ok=True)
+    built = cache / "tftpload"
+    result = subprocess.run(
+        [compiler, "-O2", "-o", str(built), str(source), "-lm"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode == 0:
+        return built
+    print(f"# building tftpload failed:\n{result.stderr.decode()[-1500:]}", file=sys.stderr)
+    return None
+
+
+def load_command(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
+    if args.load in ("auto", "tftpload"):
+        binary = build_tftpload(args.bench_dir, workdir / "build")
+        if binary is not None:
+            return "tftpload", [str(binary)]
+        if args.load == "tftpload":
+            raise SystemExit(f"tftpload could not be built from {args.bench_dir}")
+    return "pyload (Python asyncio)", [sys.executable, str(HERE / "pyload.py")]
+
+
+def run_load(
+    command: list[str], server: Server, scenario: Scenario, root: Path, limit: float
+) -> dict[str, Any]:
+    argv = [*command, "--host", "127.0.0.1", "--port", str(server.port), *scenario.load_args()]
+    argv += ["--verify", str(root / scenario.verify), "--duration-limit", str(int(limit))]
+    result = subprocess.run(
+        argv, capture_output=True, timeout=limit + 60, check=False, stdin=subprocess.DEVNULL
+    )
+    lines = [line for line in result.stdout.decode().splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(
+            f"no result from {' '.join(argv)} (exit {result.returncode}):\n"
+            + result.stderr.decode(errors="replace")[-2000:]
+        )
+    parsed: dict[str, Any] = json.loads(lines[-1])
+    return parsed
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Cell:
+    rates: list[float] = field(default_factory=list)
+    mbps: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    failures: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    rss: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, result: dict[str, Any], rss: float | None, cpu: float | None) -> None:
+        self.rates.append(float(result["transfers_per_s"]))
+        self.mbps.append(float(result["mb_per_s"]))
+        self.p99.append(float(result["lat_ms"]["p99"]))
+        self.failures += int(result["failed"])
+        for reason, count in dict(result.get("fail_reasons") or {}).items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(count)
+        if rss is not None:
+            self.rss.append(rss)
+        if cpu is not None:
+            self.cpu.append(cpu)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(cells: dict[tuple[str, str], Cell], order: list[tuple[str, str]]) -> str:
+    header = (
+        "| server | scenario | transfers/s | MB/s | p99 latency ms | failures "
+        "| peak RSS MB | server CPU s |"
+    )
+    rows = [header, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for server, scenario in order:
+        cell = cells[(server, scenario)]
+        failures = str(cell.failures)
+        if cell.reasons:
+            failures += " (" + ", ".join(f"{k} {v}" for k, v in sorted(cell.reasons.items())) + ")"
+        rss = max(cell.rss) if cell.rss else None
+        rows.append(
+            f"| {server} | {scenario} | {fmt(median(cell.rates))} | {fmt(median(cell.mbps), 2)} "
+            f"| {fmt(median(cell.p99))} | {failures} | {fmt(rss)} | {fmt(median(cell.cpu), 2)} |"
+        )
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs{mem}; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="TFTP read benchmarks: ctftp, tftpd-hpa and atftpd on loopback."
+    )
+    parser.add_argument("--servers", default="ctftp,tftpd-hpa,atftpd", help="comma list")
+    parser.add_argument(
+        "--scenarios", default="a,c2,c3", help="comma list of a, c1, c2, c3, d (default a,c2,c3)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each; the table shows medians"
+    )
+    parser.add_argument("--bulk-mib", type=int, default=64, help="size of the bulk file (c1-c3)")
+    parser.add_argument("--storm-total", type=int, default=2000, help="transfers in scenario a")
+    parser.add_argument("--storm-names", type=int, default=2000, help="distinct names in a")
+    parser.add_argument("--concurrency", type=int, default=100, help="transfers in flight in a")
+    parser.add_argument(
+        "--load",
+        choices=["auto", "tftpload", "python"],
+        default="auto",
+        help="load generator: tftpload when it builds (auto), or the Python one",
+    )
+    parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH_DIR)
+    parser.add_argument("--atftpd", help="path of atftpd (default: PATH, /usr/sbin)")
+    parser.add_argument("--in-tftpd", help="path of tftpd-hpa's in.tftpd")
+    parser.add_argument("--twistd", help="twistd that has ctftp (default: beside this Python)")
+    parser.add_argument(
+        "--ctftp-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra ctftp config line (repeatable), e.g. file_log=false",
+    )
+    parser.add_argument("--limit", type=float, default=300, help="seconds per load run")
+    parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="also write every raw result to this file")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+@contextlib.contextmanager
+def working_folder(args: argparse.Namespace) -> Iterator[Path]:
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        yield args.workdir.resolve()
+        return
+    path = Path(tempfile.mkdtemp(prefix="ctftp-bench-"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    known = scenarios(args)
+    wanted = []
+    for key in (k.strip() for k in args.scenarios.split(",") if k.strip()):
+        if key not in known:
+            raise SystemExit(f"unknown scenario {key!r}: {', '.join(known)}")
+        wanted.append(known[key])
+
+    with working_folder(args) as workdir:
+        root = workdir / "root"
+        make_files(root, args, wanted)
+        load_name, load = load_command(args, workdir)
+        running = servers(args, root, workdir)
+        if not running:
+            raise SystemExit("no server to measure")
+        print(f"# {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+        print(f"# machine: {machine()}")
+        print(f"# load generator: {load_name}")
+        print(f"# command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+        cells: dict[tuple[str, str], Cell] = {}
+        raw: list[dict[str, object]] = []
+        try:
+            for server in running:
+                server.start()
+                print(f"# {server.name}: {' '.join(server.argv)}")
+            for run in range(args.repeat):
+                for scenario in wanted:
+                    for server in running:
+                        server.reset_peak()
+                        cpu_before = server.cpu_seconds()
+                        result = run_load(load, server, scenario, root, args.limit)
+                        cpu_after = server.cpu_seconds()
+                        cpu = (
+                            cpu_after - cpu_before
+                            if cpu_before is not None and cpu_after is not None
+                            else None
+                        )
+                        rss = server.peak_rss_mb()
+                        cell = cells.setdefault((server.name, scenario.key), Cell())
+                        cell.add(result, rss, cpu)
+                        raw.append(
+                            {"run": run, "server": server.name, "scenario": scenario.key, **result}
+                        )
+                        print(
+                            f"# run {run + 1}/{args.repeat} {scenario.key} {server.name}: "
+                            f"{result['transfers_per_s']} transfers/s, {result['mb_per_s']} MB/s, "
+                            f"failed {result['failed']}",
+                            flush=True,
+                        )
+        finally:
+            for server in running:
+                server.stop()
+
+        print()
+        for scenario in wanted:
+            print(f"- {scenario.key}: {scenario.title}")
+        print()
+        order = [(s.name, sc.key) for sc in wanted for s in running]
+        print(table(cells, order))
+        notes = [f"{s.name}: {s.note}" for s in running if s.note]
+        notes += [
+            f"{s.name}: peak RSS since start (clear_refs refused)"
+            for s in running
+            if not s.clear_refs_ok
+        ]
+        if args.repeat > 1:
+            notes.append(f"medians of {args.repeat} runs; failures summed; peak RSS the highest")
+        for note in notes:
+            print(f"\n_{note}_", end="")
+        print()
+        if args.json:
+            args.json.write_text(json.dumps(raw, indent=1) + "\n")
+        failed = any(cell.failures for cell in cells.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

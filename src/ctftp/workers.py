@@ -129,12 +129,19 @@ _PR_SET_PDEATHSIG = 1
 # -- the configuration, across a process boundary ------------------------------------
 
 
+_NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
 def _plain(name: str, value: Any) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
         return value
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+    if isinstance(value, _NETWORKS):
         return str(value)
     if isinstance(value, tuple | list):
+        if value and all(isinstance(item, _NETWORKS) for item in value):
+            # allow_clients / deny_clients: the config-file spelling, which
+            # keyword construction accepts whatever the normaliser.
+            return ", ".join(str(item) for item in value)
         return [_plain(name, item) for item in value]
     if isinstance(value, frozenset | set):
         return sorted((_plain(name, item) for item in value), key=str)
@@ -150,13 +157,16 @@ def configToJSON(config: ServerConfig) -> str:
     networks strings), which ``ServerConfig``'s keyword construction accepts;
     a worker therefore gets exactly the parsed configuration, without
     reading the file again (it may be unreadable once privileges dropped).
+    Values equal to their default are left out, so the worker's keyword
+    construction never has to accept an odd form of a default.
     """
-    return json.dumps(
-        {
-            field.name: _plain(field.name, getattr(config, field.name))
-            for field in dataclasses.fields(config)
-        }
-    )
+    values = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.default is not dataclasses.MISSING and value == field.default:
+            continue
+        values[field.name] = _plain(field.name, value)
+    return json.dumps(values)
 
 
 def configFromJSON(text: str) -> ServerConfig:
@@ -204,13 +214,17 @@ def serviceOnSockets(
     reactor: Any = None,
     origin: str = "systemd",
     installSignalHandlers: bool = True,
+    metrics: bool = True,
 ) -> CtftpService:
     """ctftp's normal service tree, listening on already-bound sockets ``fds``.
 
-    ``makeService`` builds the tree (sources, observers, logging, SIGHUP);
-    its listeners are replaced by one :class:`SocketActivatedListeners` on
-    ``fds``, so nothing is bound. What a worker runs; also what a launcher
-    that passes sockets by hand runs.
+    ``makeService`` builds the tree (sources, observers, event sinks,
+    logging, SIGHUP); its listeners are replaced by one
+    :class:`SocketActivatedListeners` on ``fds``, so nothing is bound. What a
+    worker runs; also what a launcher that passes sockets by hand runs.
+    ``metrics=False`` leaves out the ``metrics_listen`` page: N workers
+    cannot all bind its TCP port, and a page of one worker's counts would
+    pass for the whole server's.
     """
     from ctftp.service import ListenerService, makeService
 
@@ -222,7 +236,9 @@ def serviceOnSockets(
         _singleProcess(config), reactor=reactor, installSignalHandlers=installSignalHandlers
     )
     for child in list(service):
-        if isinstance(child, ListenerService | SocketActivatedListeners):
+        if isinstance(child, ListenerService | SocketActivatedListeners) or (
+            not metrics and child.name == "metrics"
+        ):
             child.disownServiceParent()
     SocketActivatedListeners(reactor, service.server, fds, origin).setServiceParent(service)
     return service
@@ -302,7 +318,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         redirectStandardIO=False,
     )
     service = serviceOnSockets(
-        config, fds, reactor=reactor, origin=f"the supervisor, worker {args.worker}"
+        config,
+        fds,
+        reactor=reactor,
+        origin=f"the supervisor, worker {args.worker}",
+        metrics=False,
     )
     stats = WorkerStats()
     service.server.observers.append(stats)

@@ -99,6 +99,12 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
     text = configToJSON(config)
     assert json.loads(text)["listeners"] == [["127.0.0.1", 6969], ["::1", 6969]]
     assert configFromJSON(text) == config
+    extra = {"allow_clients": "10.0.0.0/8, 2001:db8::/32", "deny_clients": "10.1.2.3"}
+    extra.update({"workers": "4", "systemd": "true"})
+    present = {key: value for key, value in extra.items() if key in KEYS}
+    if present:  # the keys of this issue, once wired into ServerConfig
+        withKeys = ServerConfig.fromStrings({"root_dir": str(tmp_path), **present})
+        assert configFromJSON(configToJSON(withKeys)) == withKeys
     default = ServerConfig(root_dir=str(tmp_path))
     assert configFromJSON(configToJSON(default)) == default
 

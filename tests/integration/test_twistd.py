@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from ._support import (
     fetch,
     free_udp_port,
     probe,
+    stop_process,
     twistd_command,
     wait_for,
     write_config,
@@ -164,3 +170,62 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0, output
     assert "Traceback" not in output, output
     assert lines_naming(output, "nowhere.conf"), output
+
+
+def free_privileged_port() -> int | None:
+    for port in range(600, 1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return None
+
+
+def unprivileged_ids() -> tuple[str, str]:
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to switch to")
+    return user.pw_name, grp.getgrgid(user.pw_gid).gr_name
+
+
+def test_privileged_port_then_unprivileged_user(payloads: dict[str, bytes]) -> None:
+    """``twistd --uid/--gid``: the port below 1024 is bound as root, then it serves as nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind a port below 1024 and switch user")
+    user, group = unprivileged_ids()
+    port = free_privileged_port()
+    if port is None:
+        pytest.skip("no free UDP port in 600..999")
+    # Not under pytest's tmp_path: its folders are 0700, so nobody could not read them.
+    base = Path(tempfile.mkdtemp(prefix="ctftp-it-priv-"))
+    try:
+        base.chmod(0o755)
+        root = base / "root"
+        root.mkdir(mode=0o755)
+        (root / "b513.bin").write_bytes(payloads["b513.bin"])
+        (root / "b513.bin").chmod(0o644)
+        config = write_config(
+            base / "ctftp.conf",
+            {"root_dir": str(root), "listeners": f"127.0.0.1:{port}", "file_log": "false"},
+        )
+        argv = [*twistd_command(), "--uid", user, "--gid", group, "-n"]
+        argv += ["--pidfile", "", "ctftp", "--config", str(config)]
+        output = base / "out.txt"
+        with output.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, cwd=base, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            ready = wait_for(lambda: proc.poll() is not None or probe("127.0.0.1", port), 10)
+            assert ready and proc.poll() is None, output.read_text(errors="replace")[-3000:]
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert set(uids.split()[1:]) == {str(pwd.getpwnam(user).pw_uid)}, uids
+            assert fetch("127.0.0.1", port, "b513.bin") == payloads["b513.bin"]
+        finally:
+            stop_process(proc)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

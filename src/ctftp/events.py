@@ -158,7 +158,7 @@ class LogEventObserver:
     def __init__(self, server: str = "") -> None:
         self.server = server or socket.gethostname()
 
-    def _emit(self, record: TransferRecord, msg: str) -> None:
+    def _emit(self, record: TransferRecord) -> None:
         _log.info(
             self._FORMAT,
             type=record.type,
@@ -166,15 +166,15 @@ class LogEventObserver:
             file=quoteName(record.filename),
             bytes=record.bytes,
             status=record.status,
-            msg=msg,
+            msg=record.message,
             event=record.asEvent(self.server),
         )
 
     def transferStarted(self, record: TransferRecord) -> None:
-        self._emit(record, "RRQ received" if record.op == "read" else "WRQ received")
+        self._emit(record)
 
     def transferEnded(self, record: TransferRecord) -> None:
-        self._emit(record, record.message)
+        self._emit(record)
 
 
 @implementer(ITransferObserver)

@@ -5,6 +5,10 @@ request for :class:`TFTPServer`, which decides. The server is shared by all
 listeners so that ``max_connections`` and the duplicate-request table hold
 across them.
 
+The path of a request: decode -> duplicate / busy check -> ``start`` event ->
+(write: options and size limit) -> open the file through the source or sink
+-> (read: options, which need the file's size) -> a transfer on a fresh port.
+
 Errors that end a request before its transfer starts (file not found, option
 refused, ...) are sent from the listener's own port: clients take the first
 reply's port as the server's TID, and an ERROR is a complete answer.
@@ -13,7 +17,9 @@ reply's port as the server's TID, and an ERROR is a complete answer.
 from __future__ import annotations
 
 import itertools
+import os.path
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
@@ -27,10 +33,9 @@ from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress, quoteName
 from ctftp.logs import logger
 from ctftp.netascii import NetasciiReader
-from ctftp.options import OptionPolicy, OptionRefused, negotiate
+from ctftp.options import Negotiated, OptionPolicy, OptionRefused, negotiate
 from ctftp.packets import (
     OP_ERROR,
-    OP_RRQ,
     ErrorCode,
     MalformedPacket,
     Request,
@@ -39,8 +44,10 @@ from ctftp.packets import (
 )
 from ctftp.resolver import cleanName
 from ctftp.sources import IReadFile, IReadSource, ReadRequest
-from ctftp.transfer import Outcome, ReadTransfer
+from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
 from ctftp.udp import MAX_DATAGRAM, WILDCARDS, ListenUDP, transferListener
+from ctftp.upload import WriteTransfer
+from ctftp.writes import IWriteFile, IWriteSink, WriteRequest, checkUploadSize
 
 __all__ = ["ListenerProtocol", "TFTPServer"]
 
@@ -68,12 +75,28 @@ class ListenerProtocol(DatagramProtocol):
         self.transport.write(packet, addr)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A request on its way to a transfer: where it came from and its record."""
+
+    listener: ListenerProtocol
+    addr: Any
+    localHost: str | None
+    request: Request
+    record: TransferRecord
+
+    @property
+    def key(self) -> tuple[ListenerProtocol, Any]:
+        return (self.listener, self.addr)
+
+
 class TFTPServer:
     """Policy and bookkeeping shared by every listener.
 
     ``active`` maps (listener, client address) to the running transfer, or to
     ``None`` while its file is being opened; a request whose key is there is a
-    retransmitted RRQ and gets no second transfer.
+    retransmitted request and gets no second transfer. ``sink`` is where
+    uploads go; ``None`` refuses every WRQ (``allow_write`` off).
     """
 
     def __init__(
@@ -82,12 +105,14 @@ class TFTPServer:
         *,
         reactor: Any,
         source: IReadSource,
+        sink: IWriteSink | None = None,
         observers: Iterable[ITransferObserver] = (),
         listenUDP: ListenUDP | None = None,
     ) -> None:
         self.config = config
         self.clock: IReactorTime = reactor
         self.source = source
+        self.sink = sink
         self.observers = list(observers)
         self._listenUDP = listenUDP or transferListener(reactor)
         self.policy = OptionPolicy(
@@ -95,7 +120,7 @@ class TFTPServer:
             maxBlksize=config.max_blksize,
             refused=config.refuse_options,
         )
-        self.active: dict[tuple[ListenerProtocol, Any], ReadTransfer | None] = {}
+        self.active: dict[tuple[ListenerProtocol, Any], UDPTransfer | None] = {}
         self.busyDropped = 0
         self.malformed = 0
         self._ports = (
@@ -122,10 +147,12 @@ class TFTPServer:
             )
             listener.reply(encodeError(ErrorCode.ILLEGAL_OPERATION, str(e)), addr)
             return
-        key = (listener, addr)
-        if key in self.active:
+        if (listener, addr) in self.active:
             _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
             return
+        pending = _Pending(
+            listener, addr, localHost, request, self._record(listener, request, addr)
+        )
         if len(self.active) >= self.config.max_connections:
             self.busyDropped += 1
             _log.warn(
@@ -135,21 +162,14 @@ class TFTPServer:
                 client=formatAddress(*addr),
                 dropped=self.busyDropped,
             )
+            # No reply (the client's retry comes back later) and no start
+            # event: one error event says what happened.
+            self._end(pending.record, ("error", "server_busy", None))
             return
-        self._start(listener, request, addr, localHost)
+        self._start(pending)
 
-    def _start(
-        self, listener: ListenerProtocol, request: Request, addr: Any, localHost: str | None
-    ) -> None:
-        opName = "RRQ" if request.opcode == OP_RRQ else "WRQ"
-        _log.info(
-            '{op} from {client} file="{file}" mode="{mode}"',
-            op=opName,
-            client=formatAddress(*addr),
-            file=quoteName(request.filename),
-            mode=request.rawMode.lower(),
-        )
-        record = TransferRecord(
+    def _record(self, listener: ListenerProtocol, request: Request, addr: Any) -> TransferRecord:
+        return TransferRecord(
             op="read" if request.isRead else "write",
             filename=request.filename,
             mode=request.mode,
@@ -157,57 +177,70 @@ class TFTPServer:
             clientPort=addr[1],
             listener=listener.name,
             start=self.clock.seconds(),
+            resolved=cleanName(request.filename),
         )
+
+    def _start(self, pending: _Pending) -> None:
+        request, addr, record = pending.request, pending.addr, pending.record
+        _log.info(
+            '{op} from {client} file="{file}" mode="{mode}"',
+            op="RRQ" if request.isRead else "WRQ",
+            client=formatAddress(*addr),
+            file=quoteName(request.filename),
+            mode=request.rawMode.lower(),
+        )
+        record.message = "RRQ received" if request.isRead else "WRQ received"
         self._notify("transferStarted", record)
-        if not request.isRead:
-            self._refuse(
-                listener,
-                addr,
-                record,
-                RequestRefused(ErrorCode.ILLEGAL_OPERATION, "Writes are not allowed"),
+        if request.isRead:
+            self.active[pending.key] = None
+            d = maybeDeferred(
+                self.source.openRead,
+                ReadRequest(request.filename, addr[0], addr[1], request.mode),
             )
-            return
-        key = (listener, addr)
-        self.active[key] = None
-        record.resolved = cleanName(request.filename)
-        d = maybeDeferred(
-            self.source.openRead, ReadRequest(request.filename, addr[0], addr[1], request.mode)
-        )
-        d.addCallback(self._opened, listener, request, addr, localHost, record)
-        d.addErrback(self._openFailed, listener, addr, record)
+            d.addCallback(self._openedRead, pending)
+        else:
+            if self.sink is None:
+                self._refuse(
+                    pending, RequestRefused(ErrorCode.ILLEGAL_OPERATION, "Writes are not allowed")
+                )
+                return
+            # Options and the size limit are settled before anything is
+            # created: a refused upload leaves no trace on disk.
+            try:
+                agreed = negotiate(request.options, self.policy, isRead=False, size=None)
+                checkUploadSize(agreed.tsize, self.config.max_upload_bytes)
+            except OptionRefused as e:
+                self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
+                return
+            except RequestRefused as e:
+                self._refuse(pending, e)
+                return
+            self.active[pending.key] = None
+            d = maybeDeferred(
+                self.sink.openWrite,
+                WriteRequest(request.filename, addr[0], addr[1], request.mode, agreed.tsize),
+            )
+            d.addCallback(self._openedWrite, pending, agreed)
+        d.addErrback(self._openFailed, pending)
 
-    def _openFailed(
-        self, failure: Failure, listener: ListenerProtocol, addr: Any, record: TransferRecord
-    ) -> None:
-        self.active.pop((listener, addr), None)
+    def _openFailed(self, failure: Failure, pending: _Pending) -> None:
+        self.active.pop(pending.key, None)
         if failure.check(RequestRefused):
-            self._refuse(listener, addr, record, failure.value)
+            self._refuse(pending, failure.value)
             return
-        _log.failure("opening {file} failed", failure, file=quoteName(record.filename))
-        self._refuse(
-            listener, addr, record, RequestRefused(ErrorCode.NOT_DEFINED, "Internal error")
-        )
+        _log.failure("opening {file} failed", failure, file=quoteName(pending.record.filename))
+        self._refuse(pending, RequestRefused(ErrorCode.NOT_DEFINED, "Internal error"))
 
-    def _refuse(
-        self, listener: ListenerProtocol, addr: Any, record: TransferRecord, refusal: Any
-    ) -> None:
-        listener.reply(encodeError(refusal.code, refusal.message), addr)
-        self._end(record, ("error", refusal.reason, refusal.code))
+    def _refuse(self, pending: _Pending, refusal: Any) -> None:
+        pending.listener.reply(encodeError(refusal.code, refusal.message), pending.addr)
+        self._end(pending.record, ("error", refusal.reason, refusal.code))
 
-    def _opened(
-        self,
-        file: IReadFile,
-        listener: ListenerProtocol,
-        request: Request,
-        addr: Any,
-        localHost: str | None,
-        record: TransferRecord,
-    ) -> None:
-        key = (listener, addr)
+    def _openedRead(self, file: IReadFile, pending: _Pending) -> None:
+        request, record = pending.request, pending.record
         record.localPath = file.path
         netascii = request.mode == "netascii"
-        asksSize = any(name.lower() == "tsize" for name, _ in request.options)
         if netascii:
+            asksSize = any(name.lower() == "tsize" for name, _ in request.options)
             size = file.netasciiSize() if asksSize else None
         else:
             size = file.size
@@ -215,15 +248,13 @@ class TFTPServer:
             agreed = negotiate(request.options, self.policy, isRead=True, size=size)
         except OptionRefused as e:
             file.close()
-            self.active.pop(key, None)
-            self._refuse(listener, addr, record, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
+            self.active.pop(pending.key, None)
+            self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
             return
-        record.blksize = agreed.blksize
-        record.windowsize = agreed.windowsize
-        record.tsize = agreed.tsize
+        self._agreed(record, agreed)
         transfer = ReadTransfer(
             clock=self.clock,
-            client=addr,
+            client=pending.addr,
             file=file,
             read=NetasciiReader(file.read).read if netascii else file.read,
             blksize=agreed.blksize,
@@ -231,33 +262,59 @@ class TFTPServer:
             timeout=agreed.timeout or self.config.timeout_sec,
             maxRetries=self.config.max_retries,
             oack=agreed.oack,
-            onDone=lambda t, outcome: self._transferDone(key, t, outcome, record),
+            onDone=lambda t, outcome: self._readDone(pending, t, outcome),
         )
-        self.active[key] = transfer
+        self._launch(pending, transfer, file.close)
+
+    def _openedWrite(self, file: IWriteFile, pending: _Pending, agreed: Negotiated) -> None:
+        record = pending.record
+        record.localPath = file.path
+        self._agreed(record, agreed)
+        transfer = WriteTransfer(
+            clock=self.clock,
+            client=pending.addr,
+            file=file,
+            netascii=pending.request.mode == "netascii",
+            blksize=agreed.blksize,
+            windowsize=agreed.windowsize,
+            timeout=agreed.timeout or self.config.timeout_sec,
+            maxRetries=self.config.max_retries,
+            oack=agreed.oack,
+            maxBytes=self.config.max_upload_bytes,
+            onDone=lambda t, outcome: self._writeDone(pending, t, outcome),
+            onClosed=lambda t: self._close(pending, t),
+        )
+        self._launch(pending, transfer, file.abort)
+
+    @staticmethod
+    def _agreed(record: TransferRecord, agreed: Negotiated) -> None:
+        record.blksize = agreed.blksize
+        record.windowsize = agreed.windowsize
+        record.tsize = agreed.tsize
+
+    def _launch(self, pending: _Pending, transfer: UDPTransfer, release: Any) -> None:
+        """Give ``transfer`` its port; it starts sending as soon as it has one."""
+        self.active[pending.key] = transfer
         try:
-            self._bindTransfer(listener, localHost, transfer)
+            self._bindTransfer(pending, transfer)
         except CannotListenError as e:
-            file.close()
-            self.active.pop(key, None)
+            release()
+            self.active.pop(pending.key, None)
             _log.error(
-                "no port for a transfer to {client}: {error}", client=formatAddress(*addr), error=e
+                "no port for a transfer to {client}: {error}",
+                client=formatAddress(*pending.addr),
+                error=e,
             )
             self._refuse(
-                listener,
-                addr,
-                record,
-                RequestRefused(ErrorCode.NOT_DEFINED, "Server busy", "server_busy"),
+                pending, RequestRefused(ErrorCode.NOT_DEFINED, "Server busy", "server_busy")
             )
-            return
 
-    def _bindTransfer(
-        self, listener: ListenerProtocol, localHost: str | None, transfer: ReadTransfer
-    ) -> None:
+    def _bindTransfer(self, pending: _Pending, transfer: UDPTransfer) -> None:
         """Open the transfer's port on the address the request came to, so
         that replies leave from it."""
-        host = listener.host
+        host = pending.listener.host
         if host in WILDCARDS:
-            host = localHost or ("::" if ":" in transfer.client[0] else "")
+            host = pending.localHost or ("::" if ":" in pending.addr[0] else "")
         if self._ports is None:
             self._listenUDP(0, transfer, interface=host, maxPacketSize=MAX_DATAGRAM)
             return
@@ -276,16 +333,27 @@ class TFTPServer:
 
     # -- endings -------------------------------------------------------------
 
-    def _transferDone(
-        self, key: Any, transfer: ReadTransfer, outcome: Outcome, record: TransferRecord
-    ) -> None:
-        if self.active.get(key) is transfer:
-            del self.active[key]
-        record.bytes = transfer.bytesAcked
+    def _readDone(self, pending: _Pending, transfer: ReadTransfer, outcome: Outcome) -> None:
+        pending.record.bytes = transfer.bytesAcked
+        pending.record.retransmits = transfer.retransmits
+        self._close(pending, transfer)
+        self._end(pending.record, outcome)
+
+    def _writeDone(self, pending: _Pending, transfer: WriteTransfer, outcome: Outcome) -> None:
+        """The upload is committed or failed; its port may dally a little
+        longer (``_close`` comes through ``onClosed``)."""
+        record = pending.record
+        record.bytes = transfer.bytesReceived
         record.retransmits = transfer.retransmits
+        if outcome[0] != "ok" and record.localPath and not os.path.exists(record.localPath):
+            record.localPath = None  # nothing was created: no sidecar beside nothing
+        self._end(record, outcome)
+
+    def _close(self, pending: _Pending, transfer: UDPTransfer) -> None:
+        if self.active.get(pending.key) is transfer:
+            del self.active[pending.key]
         if transfer.transport is not None:
             transfer.transport.stopListening()
-        self._end(record, outcome)
 
     def _end(self, record: TransferRecord, outcome: Outcome) -> None:
         record.status, record.message, record.errorCode = outcome

@@ -10,22 +10,28 @@ first lines ("ctftp starting", "Starting listener") land in it.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from twisted.application.internet import TCPServer
 from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from ctftp.config import ServerConfig
+from ctftp.config import ConfigError, ServerConfig
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LogSetup, configure, logger
+from ctftp.metrics import Metrics, metricsSite
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
+from ctftp.sinks import HTTPEventSink, UDPEventSink
 from ctftp.sources import IReadSource, LocalFileSource
 from ctftp.udp import MAX_DATAGRAM, listenerListener
+from ctftp.writes import DevNullSink, IWriteSink, LocalWriteSink
 
-__all__ = ["makeService", "CtftpService", "ListenerService"]
+EventSink = UDPEventSink | HTTPEventSink
+
+__all__ = ["makeService", "defaultSink", "CtftpService", "ListenerService", "EventSinkService"]
 
 _log = logger("ctftp.service")
 
@@ -66,6 +72,22 @@ class ListenerService(Service):
         return None
 
 
+class EventSinkService(Service):
+    """Starts and stops one event sink with the server; stopping gives its
+    queue a short, bounded chance to drain."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    def startService(self) -> None:
+        super().startService()
+        self.sink.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.sink.stop()
+
+
 class CtftpService(MultiService):
     """The TFTP server: its listeners, logging and reload on SIGHUP."""
 
@@ -75,16 +97,27 @@ class CtftpService(MultiService):
         server: TFTPServer,
         reactor: Any,
         installSignalHandlers: bool,
+        metrics: Metrics | None = None,
+        eventSinks: Sequence[EventSink] = (),
     ) -> None:
         super().__init__()
         self.config = config
         self.server = server
         self.reactor = reactor
+        self.metrics = metrics
+        self.eventSinks = list(eventSinks)
         self._installSignalHandlers = installSignalHandlers
         self._logSetup: LogSetup | None = None
         self._previousHUP: Any = None
+        for sink in self.eventSinks:
+            EventSinkService(sink).setServiceParent(self)
         for host, port in config.listeners:
             ListenerService(reactor, ListenerProtocol(server, host, port)).setServiceParent(self)
+        if metrics is not None and config.metrics_listen is not None:
+            host, port = config.metrics_listen
+            metricsService = TCPServer(port, metricsSite(metrics), interface=host, reactor=reactor)
+            metricsService.setName("metrics")
+            metricsService.setServiceParent(self)
 
     def _setUp(self) -> None:
         if self._logSetup is not None:
@@ -134,10 +167,54 @@ class CtftpService(MultiService):
         return d.addBoth(closeLogs)
 
     def reload(self) -> None:
-        """What SIGHUP does: reopen the log files (logrotate moved them)."""
+        """What SIGHUP does: reopen the log files (logrotate moved them) and
+        look event receivers' names up again."""
         if self._logSetup is not None:
             self._logSetup.reopen()
+        for sink in self.eventSinks:
+            sink.reload()
         _log.info("SIGHUP: log files reopened")
+
+
+def _where(config: ServerConfig, key: str) -> str:
+    return (
+        f"{config.source}: {key}" if config.source else f"command line: --{key.replace('_', '-')}"
+    )
+
+
+def _eventSinks(config: ServerConfig, reactor: Any) -> list[EventSink]:
+    """The event receivers the config names; a bad CA bundle or URL is a
+    config error (one line), found before the server starts."""
+    sinks: list[EventSink] = []
+    if config.event_udp is not None:
+        sinks.append(UDPEventSink(reactor, *config.event_udp))
+    if config.event_http_url:
+        try:
+            sinks.append(
+                HTTPEventSink(
+                    reactor, config.event_http_url, caBundle=config.event_ca_bundle or None
+                )
+            )
+        except (OSError, ValueError) as e:
+            key = "event_ca_bundle" if config.event_ca_bundle else "event_http_url"
+            raise ConfigError(f"{_where(config, key)}: {e}") from None
+    return sinks
+
+
+def defaultSink(config: ServerConfig) -> IWriteSink | None:
+    """Where uploads go: nowhere (``write_devnull``), the first root
+    (``allow_write``), or refused (``None``)."""
+    if config.write_devnull:
+        return DevNullSink()
+    if not config.allow_write:
+        return None
+    return LocalWriteSink(
+        config.root_dir[0],
+        allowCreate=config.allow_create,
+        umask=config.umask,
+        requireWorldWritable=config.require_world_readable,
+        protectSidecars=config.file_log,
+    )
 
 
 def makeService(
@@ -145,16 +222,22 @@ def makeService(
     *,
     reactor: Any = None,
     source: IReadSource | None = None,
+    sink: IWriteSink | None = None,
     observers: Iterable[ITransferObserver] | None = None,
     installSignalHandlers: bool = False,
 ) -> CtftpService:
     """Build ctftp's service tree for ``config``.
 
     ``source`` replaces the local files (an application serving generated
-    content); ``observers`` replaces the default transfer observers (the
-    ``EVENT`` log lines, and sidecar lines when ``file_log`` is on).
-    ``installSignalHandlers`` makes SIGHUP reopen the logs; twistd's plugin
-    sets it, an embedding application usually calls ``reload()`` itself.
+    content) and ``sink`` the local upload folder (an application storing
+    uploads elsewhere). ``observers`` replaces the default transfer observers
+    (the ``EVENT`` log lines, and sidecar lines when ``file_log`` is on); the
+    metrics and the event receivers of the config are added to them either
+    way. ``installSignalHandlers`` makes SIGHUP reopen the logs; twistd's
+    plugin sets it, an embedding application calls ``reload()`` itself.
+
+    Raises :class:`ctftp.config.ConfigError` for a setting that only shows
+    itself bad when used (an unreadable CA bundle).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -166,9 +249,22 @@ def makeService(
             requireWorldReadable=config.require_world_readable,
             protectSidecars=config.file_log,
         )
+    if sink is None:
+        sink = defaultSink(config)
     if observers is None:
         observers = [LogEventObserver()]
         if config.file_log:
             observers.append(SidecarObserver(SidecarWriter(reactor)))
-    server = TFTPServer(config, reactor=reactor, source=source, observers=observers)
-    return CtftpService(config, server, reactor, installSignalHandlers)
+    metrics = Metrics()
+    eventSinks = _eventSinks(config, reactor)
+    server = TFTPServer(
+        config,
+        reactor=reactor,
+        source=source,
+        sink=sink,
+        observers=[*observers, metrics, *eventSinks],
+    )
+    metrics.watchServer(server)
+    for eventSink in eventSinks:
+        metrics.watchSink(eventSink)
+    return CtftpService(config, server, reactor, installSignalHandlers, metrics, eventSinks)

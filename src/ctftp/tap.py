@@ -128,7 +128,10 @@ def makeService(options: Options) -> IService:
     """Build the ctftp service tree for twistd, with SIGHUP handling installed."""
     from ctftp import service
 
-    return service.makeService(options.config, installSignalHandlers=True)
+    try:
+        return service.makeService(options.config, installSignalHandlers=True)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
 
 
 USAGE = """\

@@ -611,21 +611,53 @@ KEYS: Mapping[str, Key] = _keys(
         "HOST:PORT of an HTTP /metrics page (Prometheus text); empty: off",
         parseMetricsListen,
     ),
+    Key(
+        "remap_file",
+        "",
+        "tftp-hpa remap rules file, reloaded on SIGHUP; empty: no remapping",
+        parseFile,
+        parseFile,
+    ),
+    Key(
+        "pcre_file",
+        "",
+        "atftpd pattern file, 'regex replacement' per line; empty: none",
+        parseFile,
+        parseFile,
+    ),
+    Key(
+        "allow_clients",
+        "",
+        "comma-separated CIDR networks or addresses allowed; empty: every client not denied",
+        parseClients,
+    ),
+    Key(
+        "deny_clients",
+        "",
+        "comma-separated CIDR networks or addresses refused (wins over allow_clients)",
+        parseClients,
+    ),
+    Key(
+        "workers",
+        "1",
+        "processes sharing each listener through SO_REUSEPORT (Linux), 1..64",
+        parseWorkers,
+    ),
+    Key(
+        "systemd",
+        "false",
+        "true: serve on UDP sockets passed by systemd socket activation",
+        parseBool,
+    ),
 )
 """Every supported key, in the order the docs and the example file list them."""
 
 UNSUPPORTED_KEYS: tuple[str, ...] = (
-    "remap_file",
-    "pcre_file",
     "http_relay",
     "fallback_url",
     "cache_dir",
-    "allow_clients",
-    "deny_clients",
     "multicast",
     "mtftp_file",
-    "workers",
-    "systemd",
 )
 """SPEC keys recognised but not implemented yet: naming one is an error, not a typo.
 
@@ -679,6 +711,12 @@ class ServerConfig:
     write_devnull: bool = False
     max_upload_bytes: int = 0
     metrics_listen: tuple[str, int] | None = None
+    remap_file: str = ""
+    pcre_file: str = ""
+    allow_clients: tuple[acl.Network, ...] = ()
+    deny_clients: tuple[acl.Network, ...] = ()
+    workers: int = 1
+    systemd: bool = False
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -967,4 +1005,10 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "write_devnull": _typedBool,
     "max_upload_bytes": _typedInt(parseMaxUploadBytes),
     "metrics_listen": _typedAddress(parseMetricsListen, _listenerPair, _LISTENER_EXPECTED),
+    "remap_file": _typedStr(parseFile, "expected an existing file"),
+    "pcre_file": _typedStr(parseFile, "expected an existing file"),
+    "allow_clients": acl.normaliseCIDRList,
+    "deny_clients": acl.normaliseCIDRList,
+    "workers": _typedInt(parseWorkers),
+    "systemd": _typedBool,
 }

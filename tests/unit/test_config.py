@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,12 @@ def test_minimal_file_and_defaults(tmp_path: Path, root: Path) -> None:
     assert config.write_devnull is False
     assert config.max_upload_bytes == 0
     assert config.metrics_listen is None
+    assert config.remap_file == ""
+    assert config.pcre_file == ""
+    assert config.allow_clients == ()
+    assert config.deny_clients == ()
+    assert config.workers == 1
+    assert config.systemd is False
 
 
 def test_comments_blank_lines_and_spaces(tmp_path: Path, root: Path) -> None:
@@ -368,6 +375,26 @@ GOOD = [
     ("metrics_listen", "", None),
     ("metrics_listen", "127.0.0.1:9100", ("127.0.0.1", 9100)),
     ("metrics_listen", "[::]:0", ("::", 0)),
+    ("remap_file", "", ""),
+    ("pcre_file", "", ""),
+    ("allow_clients", "", ()),
+    ("allow_clients", "10.0.0.0/8", (ipaddress.ip_network("10.0.0.0/8"),)),
+    ("allow_clients", "10.1.2.3/8", (ipaddress.ip_network("10.0.0.0/8"),)),
+    (
+        "allow_clients",
+        " 192.0.2.7 , 2001:db8::/32,,10.0.0.0/8 ",
+        (
+            ipaddress.ip_network("192.0.2.7/32"),
+            ipaddress.ip_network("2001:db8::/32"),
+            ipaddress.ip_network("10.0.0.0/8"),
+        ),
+    ),
+    ("deny_clients", "", ()),
+    ("deny_clients", "::1", (ipaddress.ip_network("::1/128"),)),
+    ("deny_clients", "[2001:db8::1]", (ipaddress.ip_network("2001:db8::1/128"),)),
+    ("workers", "1", 1),
+    ("workers", "64", 64),
+    ("systemd", "true", True),
 ]
 
 
@@ -456,6 +483,29 @@ BAD = [
     ("metrics_listen", "127.0.0.1", "expected HOST:PORT with an IP address"),
     ("metrics_listen", "127.0.0.1:65536", "expected HOST:PORT with an IP address"),
     ("metrics_listen", "127.0.0.1:9100,[::1]:9100", "expected HOST:PORT with an IP address"),
+    ("remap_file", "/no/such/rules", "expected an existing file"),
+    ("pcre_file", "/no/such/pcre", "expected an existing file"),
+    (
+        "allow_clients",
+        "10.0.0.0/33",
+        "expected a comma-separated list of IP addresses or CIDR networks",
+    ),
+    ("allow_clients", "bogus", "expected a comma-separated list of IP addresses or CIDR networks"),
+    (
+        "deny_clients",
+        "10.0.0.0/8,300.1.1.1",
+        "expected a comma-separated list of IP addresses or CIDR networks",
+    ),
+    (
+        "deny_clients",
+        "fe80::1%eth0",
+        "expected a comma-separated list of IP addresses or CIDR networks",
+    ),
+    ("workers", "0", "expected a whole number from 1 to 64"),
+    ("workers", "65", "expected a whole number from 1 to 64"),
+    ("workers", "", "expected a whole number from 1 to 64"),
+    ("workers", "two", "expected a whole number from 1 to 64"),
+    ("systemd", "socket", "expected true/false, yes/no, on/off or 1/0"),
 ]
 
 
@@ -494,6 +544,20 @@ def test_bad_values(tmp_path: Path, root: Path, name: str, raw: str, expected: s
             " ([::1]:69 for IPv6), got 'localhost:9100'",
         ),
         (
+            "allow_clients=10.0.0.0/8, 10.300.0.0/16",
+            "allow_clients: expected a comma-separated list of IP addresses or CIDR networks"
+            " (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32), got '10.300.0.0/16'",
+        ),
+        (
+            "deny_clients=nobody",
+            "deny_clients: expected a comma-separated list of IP addresses or CIDR networks"
+            " (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32), got 'nobody'",
+        ),
+        ("remap_file=/no/rules", "remap_file: expected an existing file, got '/no/rules'"),
+        ("pcre_file=/no/pcre", "pcre_file: expected an existing file, got '/no/pcre'"),
+        ("workers=100", "workers: expected a whole number from 1 to 64, got '100'"),
+        ("systemd=maybe", "systemd: expected true/false, yes/no, on/off or 1/0, got 'maybe'"),
+        (
             "allow_write=maybe",
             "allow_write: expected true/false, yes/no, on/off or 1/0, got 'maybe'",
         ),
@@ -523,6 +587,29 @@ def test_event_ca_bundle_relative_to_the_file(
     )
     config = ServerConfig.fromStrings({"root_dir": str(root), "event_ca_bundle": "etc/tls/ca.pem"})
     assert config.event_ca_bundle == str(etc / "tls" / "ca.pem")
+
+
+def test_rule_files_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "rules").write_text("r ^/ \n")
+    (etc / "pcre").write_text("^a b\n")
+    monkeypatch.chdir(tmp_path)
+    path = writeConf(etc, f"root_dir={root}\nremap_file=rules\npcre_file=./pcre\n")
+    config = ServerConfig.fromFile(path)
+    assert config.remap_file == str(etc / "rules")
+    assert config.pcre_file == str(etc / "pcre")
+    path = writeConf(etc, f"root_dir={root}\nremap_file=missing\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    assert str(info.value) == (
+        f"{path}:2: remap_file: expected an existing file (relative to {etc}), got 'missing'"
+    )
+    path = writeConf(etc, f"root_dir={root}\npcre_file=.\n")
+    with pytest.raises(ConfigError, match=r":2: pcre_file: expected an existing file \(relative"):
+        ServerConfig.fromFile(path)
 
 
 def test_new_keys_on_the_command_line(tmp_path: Path, root: Path) -> None:
@@ -763,6 +850,32 @@ def test_keyword_new_keys(tmp_path: Path, root: Path) -> None:
     assert dataclasses.replace(config, event_udp=pair).event_udp == ("10.0.0.1", 514)
 
 
+def test_keyword_group_two(tmp_path: Path, root: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.write_text("")
+    denied: Any = [ipaddress.ip_network("10.9.0.0/16"), "192.0.2.1"]
+    config = ServerConfig(
+        root_dir=(str(root),),
+        remap_file=rules,  # type: ignore[arg-type]
+        pcre_file=str(rules),
+        allow_clients="10.1.2.3/8, ::1",  # type: ignore[arg-type]
+        deny_clients=denied,
+        workers=8,
+        systemd=True,
+    )
+    assert config.remap_file == str(rules) and config.pcre_file == str(rules)
+    assert config.allow_clients == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    assert config.deny_clients == (
+        ipaddress.ip_network("10.9.0.0/16"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    )
+    assert (config.workers, config.systemd) == (8, True)
+    assert hash(config) == hash(dataclasses.replace(config))
+
+
 def test_keyword_root_with_comma_in_sequence(tmp_path: Path) -> None:
     odd = tmp_path / "a,b"
     odd.mkdir()
@@ -827,6 +940,18 @@ def test_keyword_root_with_comma_in_sequence(tmp_path: Path) -> None:
         ({"metrics_listen": ("localhost", 9100)}, "ServerConfig: metrics_listen: expected HOST"),
         ({"metrics_listen": ("::1", 65536)}, "ServerConfig: metrics_listen: expected HOST:PORT"),
         ({"metrics_listen": 9100}, "ServerConfig: metrics_listen: expected HOST:PORT"),
+        ({"remap_file": "/no/rules"}, "ServerConfig: remap_file: expected an existing file"),
+        ({"pcre_file": 3}, "ServerConfig: pcre_file: expected an existing file"),
+        (
+            {"allow_clients": ["10.0.0.0/8", "nope"]},
+            "ServerConfig: allow_clients: expected a comma-separated list of IP addresses or CIDR"
+            " networks (e.g. 10.0.0.0/8, 192.0.2.7, 2001:db8::/32), got 'nope'",
+        ),
+        ({"deny_clients": 10}, "ServerConfig: deny_clients: expected a comma-separated list"),
+        ({"workers": 0}, "ServerConfig: workers: expected a whole number from 1 to 64, got 0"),
+        ({"workers": 65}, "ServerConfig: workers: expected a whole number from 1 to 64"),
+        ({"workers": "4.0"}, "ServerConfig: workers: expected a whole number from 1 to 64"),
+        ({"systemd": "socket"}, "ServerConfig: systemd: expected true/false"),
     ],
 )
 def test_keyword_validation(root: Path, kwargs: dict[str, object], message: str) -> None:

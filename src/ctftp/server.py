@@ -42,7 +42,8 @@ from ctftp.packets import (
     decodeRequest,
     encodeError,
 )
-from ctftp.resolver import cleanName
+from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
+from ctftp.resolver import cleanName, resolveExisting
 from ctftp.sources import IReadFile, IReadSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
 from ctftp.udp import MAX_DATAGRAM, WILDCARDS, ListenUDP, transferListener
@@ -96,8 +97,13 @@ class TFTPServer:
     ``active`` maps (listener, client address) to the running transfer, or to
     ``None`` while its file is being opened; a request whose key is there is a
     retransmitted request and gets no second transfer. ``sink`` is where
-    uploads go; ``None`` refuses every WRQ (``allow_write`` off).
+    uploads go; ``None`` refuses every WRQ (``allow_write`` off). ``rules``
+    (tftp-hpa) and ``pcre`` (atftpd) rewrite names; the service replaces them
+    on reload.
     """
+
+    rules: RuleSet | None = None
+    pcre: PcreRules | None = None
 
     def __init__(
         self,
@@ -191,11 +197,16 @@ class TFTPServer:
         )
         record.message = "RRQ received" if request.isRead else "WRQ received"
         self._notify("transferStarted", record)
+        try:
+            name = self._remapped(pending)
+        except RequestRefused as e:
+            self._refuse(pending, e)
+            return
         if request.isRead:
             self.active[pending.key] = None
             d = maybeDeferred(
                 self.source.openRead,
-                ReadRequest(request.filename, addr[0], addr[1], request.mode),
+                ReadRequest(name, addr[0], addr[1], request.mode),
             )
             d.addCallback(self._openedRead, pending)
         else:
@@ -218,10 +229,47 @@ class TFTPServer:
             self.active[pending.key] = None
             d = maybeDeferred(
                 self.sink.openWrite,
-                WriteRequest(request.filename, addr[0], addr[1], request.mode, agreed.tsize),
+                WriteRequest(name, addr[0], addr[1], request.mode, agreed.tsize),
             )
             d.addCallback(self._openedWrite, pending, agreed)
         d.addErrback(self._openFailed, pending)
+
+    def _remapped(self, pending: _Pending) -> str:
+        """The name after the remap rules (SPEC section 5); the safety rules
+        of section 4 apply to the result, in the source or sink."""
+        requested = pending.request.filename
+        name = requested
+        if self.rules is not None:
+            try:
+                name = self.rules.apply(
+                    name,
+                    clientHost=pending.addr[0],
+                    op="get" if pending.request.isRead else "put",
+                    exists=self._servable,
+                )
+            except RemapDenied as e:
+                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, e.message) from None
+            except RemapFailed as e:
+                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, str(e)) from None
+        if self.pcre is not None and not self._servable(name):
+            name = self.pcre.apply(name) or name
+        if name != requested:
+            _log.info(
+                'file="{file}" remapped to "{resolved}"',
+                file=quoteName(requested),
+                resolved=quoteName(name),
+            )
+            pending.record.resolved = cleanName(name)
+        return name
+
+    def _servable(self, name: str) -> bool:
+        """Whether ``name`` is a regular file under a root (the ``E`` flag and
+        the "only when the name does not exist" rule of pcre files)."""
+        try:
+            path = resolveExisting(self.config.root_dir, name, protectSidecars=False)
+        except RequestRefused:
+            return False
+        return os.path.isfile(path)
 
     def _openFailed(self, failure: Failure, pending: _Pending) -> None:
         self.active.pop(pending.key, None)

@@ -22,6 +22,7 @@ from ctftp.config import ConfigError, ServerConfig
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LogSetup, configure, logger
 from ctftp.metrics import Metrics, metricsSite
+from ctftp.remap import PcreRules, RemapSyntaxError, RuleSet
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
 from ctftp.sinks import HTTPEventSink, UDPEventSink
@@ -167,12 +168,20 @@ class CtftpService(MultiService):
         return d.addBoth(closeLogs)
 
     def reload(self) -> None:
-        """What SIGHUP does: reopen the log files (logrotate moved them) and
-        look event receivers' names up again."""
+        """What SIGHUP does: reopen the log files (logrotate moved them), look
+        event receivers' names up again and read the remap rules again (a
+        file that no longer parses is logged and the old rules stay)."""
         if self._logSetup is not None:
             self._logSetup.reopen()
         for sink in self.eventSinks:
             sink.reload()
+        try:
+            self.server.rules, self.server.pcre = loadRules(self.config)
+        except ConfigError as e:
+            _log.error("SIGHUP: remap rules kept unchanged: {error}", error=str(e))
+        else:
+            if self.config.remap_file or self.config.pcre_file:
+                _log.info("SIGHUP: remap rules reloaded")
         _log.info("SIGHUP: log files reopened")
 
 
@@ -199,6 +208,19 @@ def _eventSinks(config: ServerConfig, reactor: Any) -> list[EventSink]:
             key = "event_ca_bundle" if config.event_ca_bundle else "event_http_url"
             raise ConfigError(f"{_where(config, key)}: {e}") from None
     return sinks
+
+
+def loadRules(config: ServerConfig) -> tuple[RuleSet | None, PcreRules | None]:
+    """Parse ``remap_file`` and ``pcre_file``; a bad file is a ConfigError
+    naming file and line."""
+    try:
+        rules = RuleSet.fromFile(config.remap_file) if config.remap_file else None
+        pcre = PcreRules.fromFile(config.pcre_file) if config.pcre_file else None
+    except RemapSyntaxError as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(f"{e.filename}: cannot read rule file: {e.strerror}") from None
+    return rules, pcre
 
 
 def defaultSink(config: ServerConfig) -> IWriteSink | None:
@@ -264,6 +286,7 @@ def makeService(
         sink=sink,
         observers=[*observers, metrics, *eventSinks],
     )
+    server.rules, server.pcre = loadRules(config)
     metrics.watchServer(server)
     for eventSink in eventSinks:
         metrics.watchSink(eventSink)

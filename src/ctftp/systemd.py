@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 
+# Only modules that do not import twisted.internet.endpoints (see _inherited).
 from ctftp.logs import logger
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.udp import MAX_DATAGRAM, ListenerPort
@@ -68,6 +70,19 @@ class SocketActivationError(Exception):
     for the operator (which descriptor, what is wrong, what to do)."""
 
 
+def _snapshot() -> dict[str, str]:
+    return {name: os.environ[name] for name in _ENV_NAMES if name in os.environ}
+
+
+#: The variables as they were when this module was first imported. Twisted's
+#: ``twisted.internet.endpoints`` parses and removes them when it is imported
+#: (ctftp's HTTP code imports it), and without ``LISTEN_FDNAMES`` (systemd
+#: before 227, ``systemd-socket-activate`` without ``--fdname``) it drops the
+#: descriptors too; so ``ctftp/__init__.py`` imports this module first, and
+#: this module imports nothing that imports Twisted's endpoints.
+_inherited: dict[str, str] = _snapshot()
+
+
 def listenFds(
     environ: MutableMapping[str, str] | None = None,
     pid: int | None = None,
@@ -82,12 +97,26 @@ def listenFds(
     (default ``os.environ``) whatever the outcome, so that processes ctftp
     starts do not see them; each returned descriptor gets ``FD_CLOEXEC``
     for the same reason.
+
+    Without ``environ``, when the process environment no longer has the
+    variables, the answer comes from what they were when ctftp was imported,
+    or else from Twisted's own parse of them (see ``_inherited``).
     """
+    global _inherited
+    if environ is None and "LISTEN_PID" not in os.environ and "LISTEN_FDS" not in os.environ:
+        if "LISTEN_PID" in _inherited:
+            saved = dict(_inherited)
+            if unset:
+                _inherited = {}
+            return listenFds(saved, pid, unset=False)
+        return _checked(_fromTwisted())
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     rawPid, rawCount = env.get("LISTEN_PID"), env.get("LISTEN_FDS")
     if unset:
         for name in _ENV_NAMES:
             env.pop(name, None)
+        if environ is None:
+            _inherited = {}
     if rawPid is None or rawCount is None:
         return []
     try:
@@ -96,14 +125,29 @@ def listenFds(
         return []
     if listenPid != (os.getpid() if pid is None else pid) or count <= 0:
         return []
-    fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+    return _checked(list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)))
+
+
+def _fromTwisted() -> list[int]:
+    """The descriptors Twisted's endpoints module took from the environment,
+    if it was imported (it is not imported here: that would consume them)."""
+    endpoints = sys.modules.get("twisted.internet.endpoints")
+    daemon = getattr(getattr(endpoints, "_SystemdParser", None), "_sddaemon", None)
+    inherited = getattr(daemon, "inheritedDescriptors", None)
+    if inherited is None:
+        return []
+    return [int(fd) for fd in inherited()]
+
+
+def _checked(fds: list[int]) -> list[int]:
+    """Set ``FD_CLOEXEC`` on each descriptor; a closed one is an error."""
     for fd in fds:
         try:
             flags = fcntl.fcntl(fd, fcntl.F_GETFD)
             fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
         except OSError as e:
             raise SocketActivationError(
-                f"LISTEN_FDS={count} but file descriptor {fd} is not open ({e.strerror})"
+                f"LISTEN_FDS={len(fds)} but file descriptor {fd} is not open ({e.strerror})"
             ) from None
     return fds
 

@@ -7,7 +7,7 @@ not installed, a small Python launcher does the same (bind, move to fd 3...,
 set the variables, exec). ``NOTIFY_SOCKET`` points at a socket of the test,
 so ``Type=notify``'s ``READY=1`` / ``STOPPING=1`` are checked as well.
 
-Until ``systemd`` is a config key wired into ``makeService``, ctftp runs from
+Until ``makeService`` adopts passed sockets for ``systemd=true``, ctftp runs from
 a launcher script built from ``ctftp.workers.serviceOnSockets``; once wired,
 the launcher runs ``ctftp CONFIG`` (the unit's ExecStart) with
 ``systemd=true``.
@@ -53,7 +53,26 @@ from ._support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
-WIRED = "systemd" in KEYS
+
+def _wired() -> bool:
+    """True once ``makeService`` adopts passed sockets for ``systemd=true``
+    (the key alone is not enough: the service must use it)."""
+    if "systemd" not in KEYS:
+        return False
+    from ctftp.service import makeService
+    from ctftp.testing import MemoryUDPReactor
+
+    config = ServerConfig(root_dir=str(REPO_ROOT), systemd=True)  # type: ignore[call-arg]
+    pending = list(makeService(config, reactor=MemoryUDPReactor()))
+    while pending:
+        child = pending.pop()
+        if isinstance(child, SocketActivatedListeners):
+            return True
+        pending.extend(getattr(child, "services", []))
+    return False
+
+
+WIRED = _wired()
 
 SERVER_SCRIPT = """\
 import sys
@@ -219,7 +238,11 @@ def serverCommand(tmp_path: Path, config: Path) -> list[str]:
     return [sys.executable, str(launcher), str(config)]
 
 
-def activateCommand(tmp_path: Path, addresses: list[str], env: dict[str, str]) -> list[str]:
+def activateCommand(
+    tmp_path: Path, addresses: list[str], env: dict[str, str], names: bool
+) -> list[str]:
+    """The launcher; ``names``: set LISTEN_FDNAMES, as systemd 227 and later do."""
+    fdnames = ":".join(f"tftp{index}" for index in range(len(addresses)))
     tool = shutil.which("systemd-socket-activate")
     if tool is not None:
         cmd = [tool, "--datagram"]
@@ -227,13 +250,47 @@ def activateCommand(tmp_path: Path, addresses: list[str], env: dict[str, str]) -
             cmd += ["-l", address]
         for key, value in env.items():
             cmd += ["-E", f"{key}={value}"]
+        if names:
+            cmd.append(f"--fdname={fdnames}")
         return cmd
     script = tmp_path / "activate.py"
     script.write_text(ACTIVATE_SCRIPT)
+    if names:
+        env["LISTEN_FDNAMES"] = fdnames
     return [sys.executable, str(script), ",".join(addresses)]
 
 
-def test_socket_activation_serves_real_clients(tmp_path: Path, notifySocket: socket.socket) -> None:
+def snapshotWired() -> bool:
+    """True when ``import ctftp`` keeps the passed sockets even without
+    LISTEN_FDNAMES, i.e. ``ctftp/__init__.py`` imports ``ctftp.systemd`` before
+    anything imports ``twisted.internet.endpoints`` (which drops them)."""
+    wrapper = (
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0))\n"
+        "os.dup2(s.fileno(), 3, inheritable=True)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])\n"
+    )
+    check = "import ctftp, ctftp.systemd as s\nprint(s.listenFds())"
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.stdout.strip() == "[3]"
+
+
+@pytest.mark.parametrize("names", [True, False], ids=["fdnames", "no-fdnames"])
+def test_socket_activation_serves_real_clients(
+    tmp_path: Path, notifySocket: socket.socket, names: bool
+) -> None:
+    if not names and not snapshotWired():
+        pytest.skip(
+            "without LISTEN_FDNAMES the sockets survive `import ctftp` only once"
+            " ctftp/__init__.py imports ctftp.systemd first (lead's wiring)"
+        )
     need("curl")
     data = random.Random(7).randbytes(300_000)
     root = tmp_path / "root"
@@ -258,7 +315,7 @@ def test_socket_activation_serves_real_clients(tmp_path: Path, notifySocket: soc
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/"),
     }
-    cmd = activateCommand(tmp_path, addresses, env) + serverCommand(tmp_path, config)
+    cmd = activateCommand(tmp_path, addresses, env, names) + serverCommand(tmp_path, config)
     out = tmp_path / "server.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(

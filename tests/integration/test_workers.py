@@ -1,6 +1,6 @@
 """``workers=N``: real worker processes sharing listeners, a storm, a killed worker.
 
-Until ``workers`` is a config key wired into ``makeService``, the server runs
+Until ``makeService`` runs a supervisor for ``workers=2``, the server runs
 from a small launcher that builds the same tree by hand (``makeService`` with
 its listeners replaced by :class:`ctftp.workers.WorkerSupervisor`); once it
 is wired, the same tests run ``twistd -n ctftp`` with ``workers=2``.
@@ -41,7 +41,26 @@ from ._support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
-WIRED = "workers" in KEYS
+
+def _wired() -> bool:
+    """True once ``makeService`` runs a WorkerSupervisor for ``workers=2``
+    (the key alone is not enough: the service must use it)."""
+    if "workers" not in KEYS:
+        return False
+    from ctftp.service import makeService
+    from ctftp.testing import MemoryUDPReactor
+
+    config = ServerConfig(root_dir=str(Path(__file__).parent), workers=2)  # type: ignore[call-arg]
+    pending = list(makeService(config, reactor=MemoryUDPReactor()))
+    while pending:
+        child = pending.pop()
+        if isinstance(child, WorkerSupervisor):
+            return True
+        pending.extend(getattr(child, "services", []))
+    return False
+
+
+WIRED = _wired()
 TFTPLOAD = Path(os.environ.get("CTFTP_TFTPLOAD", "/work/shared/bench/tftpload"))
 NAMES = 20
 SIZE = 4096

@@ -6,6 +6,8 @@ import contextlib
 import fcntl
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from twisted.internet.protocol import DatagramProtocol
 
-from ctftp import logs
+from ctftp import logs, systemd
 from ctftp.config import ServerConfig
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sources import LocalFileSource
@@ -303,3 +305,64 @@ def test_notify_failures_are_logged_not_raised(tmp_path: Path) -> None:
         "cannot notify systemd at {path}",
         "NOTIFY_SOCKET={path}",
     ]
+
+
+# -- when Twisted's endpoints module took the variables first ------------------------------
+
+
+def test_listen_fds_from_the_import_time_snapshot(
+    monkeypatch: pytest.MonkeyPatch, fd3: int
+) -> None:
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.setattr(systemd, "_inherited", {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2"})
+    assert listenFds() == [3, 4]
+    assert listenFds() == []  # consumed, like the environment
+    monkeypatch.setattr(systemd, "_inherited", {"LISTEN_PID": "1", "LISTEN_FDS": "2"})
+    assert listenFds() == []  # for another process
+
+
+def test_listen_fds_from_twisted(monkeypatch: pytest.MonkeyPatch, fd3: int) -> None:
+    from twisted.internet.endpoints import _SystemdParser
+    from twisted.python.systemd import ListenFDs
+
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.setattr(systemd, "_inherited", {})
+    monkeypatch.setattr(_SystemdParser, "_sddaemon", ListenFDs([3], ("tftp",)), raising=False)
+    assert listenFds() == [3]
+    assert fcntl.fcntl(3, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    monkeypatch.setattr(_SystemdParser, "_sddaemon", ListenFDs([], ()), raising=False)
+    assert listenFds() == []
+
+
+def test_module_imports_leave_the_variables_alone() -> None:
+    """ctftp.systemd (and what it imports) must not import Twisted's endpoints
+    module, which consumes LISTEN_FDS, before the snapshot is taken."""
+    src = Path(systemd.__file__).resolve().parent
+    code = (
+        "import os, sys, types\n"
+        "pkg = types.ModuleType('ctftp'); pkg.__path__ = [sys.argv[1]]\n"
+        "sys.modules['ctftp'] = pkg\n"
+        "import ctftp.systemd as s\n"
+        "assert 'twisted.internet.endpoints' not in sys.modules\n"
+        "assert s._inherited == {'LISTEN_PID': str(os.getpid()), 'LISTEN_FDS': '1'}, s._inherited\n"
+        "assert s.listenFds() == [3]\n"
+    )
+    wrapper = (
+        "import os, sys\n"
+        "os.dup2(int(sys.argv[1]), 3, inheritable=True)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[2], sys.argv[3]])\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        result = subprocess.run(
+            [sys.executable, "-c", wrapper, str(sock.fileno()), code, str(src)],
+            pass_fds=[sock.fileno()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr

@@ -243,6 +243,11 @@ def probe(host: str, port: int, timeout: float = 0.25) -> bool:
 # The server under test
 
 
+def reachable(host: str) -> str:
+    """The loopback address of a wildcard listener; other addresses unchanged."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
 def split_listener(listener: str) -> tuple[str, int]:
     host, _, port = listener.strip().rpartition(":")
     return host.strip("[]"), int(port)
@@ -290,7 +295,7 @@ class Server:
                     f"server exited with status {self.proc.returncode} before answering:\n"
                     + self.output()[-4000:]
                 )
-            if all(probe(host, port) for host, port in self.listeners):
+            if all(probe(reachable(host), port) for host, port in self.listeners):
                 return
             time.sleep(0.05)
         raise RuntimeError(

@@ -15,6 +15,7 @@ from ._support import (
     busybox_get,
     busybox_has_tftp,
     curl_get,
+    fetch,
     free_udp_port,
     hpa_get,
     ipv6_loopback_available,
@@ -228,3 +229,23 @@ def test_traversal_refused_atftp(shared_server: Server, out_dir: Path) -> None:
     result = run_client(atftp_get(shared_server.host, shared_server.port, "../secret.txt", out))
     assert result.returncode != 0, result.describe()
     assert not out.exists() or b"secret" not in out.read_bytes()
+
+
+def test_wildcard_ipv4_and_ipv6_listeners_on_one_port(
+    server_factory: ServerFactory, payloads: dict[str, bytes]
+) -> None:
+    """``listeners=0.0.0.0:P,[::]:P`` (docs/configuration.md): both families on one port.
+
+    On Linux an ``[::]`` socket is dual-stack by default and then collides with
+    ``0.0.0.0`` on the same port unless it is made IPv6-only (IPV6_V6ONLY), as
+    tftpd-hpa does when given both.
+    """
+    if not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback here")
+    if SERVER_KIND != "ctftp":
+        pytest.skip(f"{SERVER_KIND} has a single listener")
+    port = free_udp_port("0.0.0.0")
+    server = server_factory(listeners=f"0.0.0.0:{port},[::]:{port}")
+    assert server.listeners == [("0.0.0.0", port), ("::", port)]
+    for host in ("127.0.0.1", "::1"):
+        assert fetch(host, port, "b513.bin") == payloads["b513.bin"], host

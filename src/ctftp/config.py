@@ -430,6 +430,54 @@ def parseWorkers(raw: str) -> int:
     return _intIn(raw, 1, 64, "expected a whole number from 1 to 64")
 
 
+_RELAY_URL_EXPECTED = (
+    "expected an http:// or https:// URL, optionally with +nocache or +nocompress"
+    " after the scheme (http+nocache://...)"
+)
+_RELAY_SCHEME = re.compile(r"(?i)(https?)((?:\+(?:nocache|nocompress))*)://")
+
+
+def parseFallbackURL(raw: str) -> str:
+    """Parse ``fallback_url``: the base URL of names not found locally; empty means off.
+
+    The scheme may carry the modifiers of a URL symlink (``http+nocache://``),
+    so a fallback can opt out of the cache like a link can. Unlike a link, an
+    unknown modifier here is a mistake the operator can fix, so it is refused.
+    """
+    text = raw.strip()
+    if not text:
+        return ""
+    match = _RELAY_SCHEME.match(text)
+    if match is None or any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ValueError(_RELAY_URL_EXPECTED)
+    try:
+        parts = urllib.parse.urlsplit(match.group(1) + text[match.end() - 3 :])
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(_RELAY_URL_EXPECTED) from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(_RELAY_URL_EXPECTED)
+    return text
+
+
+def parseCacheDir(raw: str, base: str | None = None) -> str:
+    """Parse ``cache_dir``: a folder for the HTTP relay's cache, created if missing;
+    empty means the cache is kept in memory."""
+    text = raw.strip()
+    if not text:
+        return ""
+    path = _absolute(text, base) if "\0" not in text else ""
+    if not path or (os.path.exists(path) and not os.path.isdir(path)):
+        raise ValueError(f"expected a folder, which need not exist yet{_whereRelative(text, base)}")
+    return path
+
+
+def parseByteCount(raw: str) -> int:
+    """Parse a size in bytes (``cache_max_bytes``, ``relay_max_bytes``): the
+    spelling of ``max_upload_bytes``, so every size key reads the same."""
+    return parseMaxUploadBytes(raw)
+
+
 # ---------------------------------------------------------------------------
 # The key table.
 # ---------------------------------------------------------------------------
@@ -649,13 +697,48 @@ KEYS: Mapping[str, Key] = _keys(
         "true: serve on UDP sockets passed by systemd socket activation",
         parseBool,
     ),
+    Key(
+        "http_relay",
+        "true",
+        "true: a symlink to an http(s):// URL is served from that URL, and fallback_url is"
+        " used; false: both off",
+        parseBool,
+    ),
+    Key(
+        "fallback_url",
+        "",
+        "base http(s):// URL of names not found locally; empty: off",
+        parseFallbackURL,
+    ),
+    Key(
+        "cache_dir",
+        "",
+        "folder of the HTTP relay cache (created if missing, reused at restart); empty: memory",
+        parseCacheDir,
+        parseCacheDir,
+    ),
+    Key(
+        "cache_max_bytes",
+        "64M",
+        "bound on the HTTP relay cache, bytes with an optional K/M/G suffix; 0: no cache",
+        parseByteCount,
+    ),
+    Key(
+        "relay_max_bytes",
+        "64M",
+        "largest body the HTTP relay fetches, bytes with an optional K/M/G suffix; 0: no limit",
+        parseByteCount,
+    ),
+    Key(
+        "http_timeout_sec",
+        "30",
+        "seconds the HTTP relay waits for a connection, the headers or the next body bytes",
+        parseTimeout,
+    ),
 )
 """Every supported key, in the order the docs and the example file list them."""
 
 UNSUPPORTED_KEYS: tuple[str, ...] = (
-    "http_relay",
-    "fallback_url",
-    "cache_dir",
     "multicast",
     "mtftp_file",
 )
@@ -717,6 +800,12 @@ class ServerConfig:
     deny_clients: tuple[acl.Network, ...] = ()
     workers: int = 1
     systemd: bool = False
+    http_relay: bool = True
+    fallback_url: str = ""
+    cache_dir: str = ""
+    cache_max_bytes: int = 64 * 1024**2
+    relay_max_bytes: int = 64 * 1024**2
+    http_timeout_sec: float = 30.0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -1011,4 +1100,10 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "deny_clients": acl.normaliseCIDRList,
     "workers": _typedInt(parseWorkers),
     "systemd": _typedBool,
+    "http_relay": _typedBool,
+    "fallback_url": _typedStr(parseFallbackURL, _RELAY_URL_EXPECTED),
+    "cache_dir": _typedStr(parseCacheDir, "expected a folder path"),
+    "cache_max_bytes": _typedInt(parseByteCount),
+    "relay_max_bytes": _typedInt(parseByteCount),
+    "http_timeout_sec": _typedTimeout,
 }

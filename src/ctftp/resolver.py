@@ -11,17 +11,41 @@ The rules, in order:
    nothing outside the root can be probed;
 4. while sidecars are on, ``X.log`` beside an existing ``X`` is refused: the
    per-file logs say who fetched what and are not for clients to read.
+
+HTTP relay links (SPEC section 6): the path is walked one component at a
+time, following symlinks the way ``realpath`` does, so that a symlink whose
+target is a URL (``http://...``, ``https+nocache://...``) is seen where it
+is, before anything would follow it as a local path. Such a link becomes a
+:class:`RemoteTarget` with the rest of the requested path appended; with the
+relay off it is refused like any link leaving the root. A URL never opens a
+local path.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
 
 from ctftp.errors import RequestRefused
+from ctftp.logs import logger
 from ctftp.packets import ErrorCode
 
-__all__ = ["cleanName", "resolveExisting", "SIDECAR_SUFFIX"]
+__all__ = [
+    "cleanName",
+    "resolveExisting",
+    "resolveRead",
+    "fallbackTarget",
+    "parseURLLink",
+    "RemoteTarget",
+    "SIDECAR_SUFFIX",
+]
+
+_log = logger("ctftp.resolver")
 
 SIDECAR_SUFFIX = ".log"
 
@@ -35,22 +59,160 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def resolveExisting(roots: Sequence[str], name: str, *, protectSidecars: bool) -> str:
-    """The real path of ``name`` in the first root that has it.
+def _denied() -> RequestRefused:
+    return RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
 
-    Raises :class:`RequestRefused` with ERROR 2 for an escape and ERROR 1 when
-    no root has the name.
+
+# -- URL links -----------------------------------------------------------------
+
+#: ``scheme[+modifier]*://`` at the start of a link target; the scheme is
+#: checked afterwards, so that ``ftp://`` is refused rather than taken for a
+#: relative folder named ``ftp:``.
+_URL_LINK = re.compile(r"([A-Za-z][A-Za-z0-9.-]*)((?:\+[A-Za-z0-9_.-]*)*)://")
+_MODIFIERS = frozenset({"nocache", "nocompress"})
+#: Characters left as they are in a path segment appended to a URL (RFC 3986
+#: pchar minus the percent sign, so that a literal ``%`` is quoted).
+_SEGMENT_SAFE = "!$&'()*+,;=:@~"
+#: Link hops before a walk gives up (Linux's ELOOP limit).
+_MAX_LINKS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """A request that the HTTP relay serves: the URL to fetch and how.
+
+    ``nocache``: neither use nor fill the cache; ``nocompress``: do not ask
+    the origin for a compressed body (so a body with a length can stream).
+    """
+
+    url: str
+    nocache: bool = False
+    nocompress: bool = False
+
+
+def parseURLLink(target: str) -> RemoteTarget | None:
+    """The :class:`RemoteTarget` of a symlink target such as
+    ``http+nocache://host/path``, or ``None`` when it is not a URL.
+
+    Raises ERROR 2 for a URL with a scheme other than http or https: the
+    link is clearly not a local path, and ctftp fetches nothing else.
+    Unknown modifiers are logged and ignored, as r-tftpd does, so a link
+    written for a later version still serves.
+    """
+    match = _URL_LINK.match(target)
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    if scheme not in ("http", "https"):
+        _log.warn("symlink to {target}: only http and https URLs are relayed", target=target)
+        raise _denied()
+    modifiers = {m.lower() for m in match.group(2).split("+") if m}
+    for unknown in sorted(modifiers - _MODIFIERS):
+        _log.warn(
+            "symlink to {target}: unknown modifier '{modifier}' ignored",
+            target=target,
+            modifier=unknown,
+        )
+    return RemoteTarget(
+        scheme + target[match.end() - 3 :],
+        nocache="nocache" in modifiers,
+        nocompress="nocompress" in modifiers,
+    )
+
+
+def _appendPath(target: RemoteTarget, rest: Sequence[str]) -> RemoteTarget:
+    """``target`` with the requested path parts after the link appended, each
+    quoted; ``..`` there would step out of the linked URL, so it is refused."""
+    parts = [part for part in rest if part not in ("", ".")]
+    if not parts:
+        return target
+    if ".." in parts:
+        raise _denied()
+    suffix = "/".join(quote(part, safe=_SEGMENT_SAFE) for part in parts)
+    url = target.url if target.url.endswith("/") else target.url + "/"
+    return RemoteTarget(url + suffix, target.nocache, target.nocompress)
+
+
+def fallbackTarget(base: str, name: str) -> RemoteTarget:
+    """The URL ``fallback_url`` gives a requested name: the base and the
+    cleaned, normalised name, each segment quoted."""
+    relative = posixpath.normpath(cleanName(name))
+    if relative == ".." or relative.startswith("../") or "\0" in relative:
+        raise _denied()
+    target = parseURLLink(base)
+    assert target is not None, "fallback_url is checked by the config"
+    return _appendPath(target, relative.split("/"))
+
+
+# -- walking -------------------------------------------------------------------
+
+
+def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget:
+    """Follow ``relative`` from ``realRoot`` like ``os.path.realpath`` does
+    (components that do not exist are taken as they are), stopping at the
+    first URL link.
+
+    A URL link counts only where it lies inside the root: a walk that left
+    the root through ``..`` or a link and met a URL there is an escape.
+    """
+    path = realRoot
+    todo = list(reversed(relative.split("/")))
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            path = posixpath.dirname(path)
+            continue
+        candidate = posixpath.join(path, part)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            path = candidate
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            path = candidate
+            continue
+        try:
+            link = os.readlink(candidate)
+        except OSError:
+            raise _denied() from None
+        target = parseURLLink(link)
+        if target is not None:
+            if not relay or not _inside(path, realRoot):
+                raise _denied()
+            return _appendPath(target, list(reversed(todo)))
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise _denied()
+        if link.startswith("/"):
+            path = "/"
+        todo.extend(reversed(link.split("/")))
+    return path
+
+
+def resolveRead(
+    roots: Sequence[str], name: str, *, protectSidecars: bool, relay: bool
+) -> str | RemoteTarget:
+    """Where a read of ``name`` comes from: the real path in the first root
+    that has it, or, with ``relay``, the URL of a URL link on the way.
+
+    Raises :class:`RequestRefused` with ERROR 2 for an escape (and for a URL
+    link while ``relay`` is off) and ERROR 1 when no root has the name.
     """
     relative = cleanName(name)
     if (
         not relative or "\0" in relative
     ):  # NUL cannot come off the wire, but a remap or an app could pass it
-        raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
+        raise _denied()
     for root in roots:
         realRoot = os.path.realpath(root)
-        real = os.path.realpath(os.path.join(realRoot, relative))
+        real = _walk(realRoot, relative, relay)
+        if isinstance(real, RemoteTarget):
+            return real
         if not _inside(real, realRoot):
-            raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
+            raise _denied()
         if not os.path.lexists(real):
             continue
         if (
@@ -58,6 +220,18 @@ def resolveExisting(roots: Sequence[str], name: str, *, protectSidecars: bool) -
             and real.endswith(SIDECAR_SUFFIX)
             and os.path.isfile(real[: -len(SIDECAR_SUFFIX)])
         ):
-            raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
+            raise _denied()
         return real
     raise RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")
+
+
+def resolveExisting(roots: Sequence[str], name: str, *, protectSidecars: bool) -> str:
+    """The real path of ``name`` in the first root that has it.
+
+    Raises :class:`RequestRefused` with ERROR 2 for an escape (a URL link
+    included: a URL is never a local path) and ERROR 1 when no root has the
+    name.
+    """
+    real = resolveRead(roots, name, protectSidecars=protectSidecars, relay=False)
+    assert isinstance(real, str)
+    return real

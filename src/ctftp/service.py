@@ -22,6 +22,7 @@ from ctftp.config import ConfigError, ServerConfig
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LogSetup, configure, logger
 from ctftp.metrics import Metrics, metricsSite
+from ctftp.relay import RelayService, RelaySource, relayFromConfig
 from ctftp.remap import PcreRules, RemapSyntaxError, RuleSet
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
@@ -265,12 +266,16 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    relay = None
     if source is None:
         source = LocalFileSource(
             config.root_dir,
             requireWorldReadable=config.require_world_readable,
             protectSidecars=config.file_log,
         )
+        if config.http_relay:
+            relay = relayFromConfig(config, reactor)
+            source = RelaySource(source, relay, config.fallback_url)
     if sink is None:
         sink = defaultSink(config)
     if observers is None:
@@ -290,4 +295,7 @@ def makeService(
     metrics.watchServer(server)
     for eventSink in eventSinks:
         metrics.watchSink(eventSink)
-    return CtftpService(config, server, reactor, installSignalHandlers, metrics, eventSinks)
+    service = CtftpService(config, server, reactor, installSignalHandlers, metrics, eventSinks)
+    if relay is not None:
+        RelayService(relay).setServiceParent(service)
+    return service

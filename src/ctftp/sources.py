@@ -19,7 +19,7 @@ from zope.interface import Attribute, Interface, implementer
 from ctftp.errors import RequestRefused
 from ctftp.netascii import encodedSize
 from ctftp.packets import ErrorCode
-from ctftp.resolver import resolveExisting
+from ctftp.resolver import RemoteTarget, resolveRead
 
 __all__ = ["IReadFile", "IReadSource", "ReadRequest", "LocalFile", "BytesFile", "LocalFileSource"]
 
@@ -34,7 +34,15 @@ class IReadFile(Interface):
     )
 
     def read(size: int) -> bytes:
-        """Return the next ``size`` bytes; fewer only at the end, then b""."""
+        """Return the next ``size`` bytes; fewer only at the end, then b"".
+
+        A file whose bytes arrive over time (the HTTP relay's) may instead
+        return a Deferred firing with them; the transfer then pauses new
+        DATA without spending the client's retries. Return bytes whenever
+        they are there: the transfer's fast path costs no Deferred. Files
+        read in netascii mode must answer synchronously (the conversion
+        pulls bytes), and a short read must mean the true end.
+        """
 
     def netasciiSize() -> int | None:
         """The size after netascii conversion, or None if it cannot be known in advance."""
@@ -155,7 +163,25 @@ class LocalFileSource:
         self.protectSidecars = protectSidecars
 
     def openRead(self, request: ReadRequest) -> LocalFile:
-        path = resolveExisting(self.roots, request.filename, protectSidecars=self.protectSidecars)
+        """Open the file; a URL symlink is refused here (ERROR 2): only the
+        HTTP relay (:class:`ctftp.relay.RelaySource`) serves those."""
+        located = self.locate(request)
+        assert isinstance(located, str)
+        return self.openPath(located)
+
+    def locate(self, request: ReadRequest, *, relay: bool = False) -> str | RemoteTarget:
+        """Where the request's bytes are: a real path under a root or, with
+        ``relay``, the URL of a URL symlink met on the way.
+
+        Raises :class:`RequestRefused` like :meth:`openRead` (ERROR 1 when no
+        root has the name, ERROR 2 for an escape).
+        """
+        return resolveRead(
+            self.roots, request.filename, protectSidecars=self.protectSidecars, relay=relay
+        )
+
+    def openPath(self, path: str) -> LocalFile:
+        """Open ``path`` (from :meth:`locate`) with the checks of SPEC section 4."""
         try:
             fd = os.open(path, self._OPEN_FLAGS)
         except FileNotFoundError:

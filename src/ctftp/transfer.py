@@ -22,6 +22,21 @@ The rules a read keeps (SPEC section 3, RFC 1350, RFC 1123, RFC 7440):
   ends with status ``timeout``;
 * a packet from any other address gets ERROR 5 and changes nothing;
 * an ERROR from the client ends the transfer at once, quietly.
+
+Reads may be asynchronous (the HTTP relay streams a body while it downloads):
+``read(n)`` returns bytes when they are there, or a Deferred firing with them
+later. Bytes at hand go out at once, with no Deferred per block, so the local
+file path is as fast as a purely synchronous one. While a read is pending:
+
+* sending stops at the missing block; blocks already sent stay in the window
+  and the timer resends them as usual, counting against ``max_retries``
+  (a client that stops answering is still given up on);
+* once every sent block is acknowledged nothing is in flight and the timer is
+  off: waiting for the origin never spends the client's retries. The source
+  bounds that wait itself (the relay fails a body that stalls longer than
+  ``http_timeout_sec``), and its failure ends the transfer with its ERROR;
+* a short read, which makes the final DATA, only comes once the source knows
+  the end, so a body cut short never goes out as a complete file.
 """
 
 from __future__ import annotations
@@ -32,8 +47,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
+from twisted.python.failure import Failure
 
 from ctftp.errors import RequestRefused
 from ctftp.logs import logger
@@ -180,7 +197,7 @@ class ReadTransfer(UDPTransfer):
         clock: IReactorTime,
         client: tuple[str, int],
         file: IReadFile,
-        read: Callable[[int], bytes],
+        read: Callable[[int], bytes | Deferred[bytes]],
         blksize: int,
         windowsize: int,
         timeout: float,
@@ -204,6 +221,11 @@ class ReadTransfer(UDPTransfer):
         self._window: deque[bytes] = deque()
         self._resentAfter = -1  # _acked value whose gap was already answered
         self.bytesAcked = 0
+        # An asynchronous read: the Deferred still to fire, the payload it
+        # brought while _sendFrom was running, and whether that is running.
+        self._reading: Deferred[bytes] | None = None
+        self._ready: bytes | None = None
+        self._sending = False
 
     # -- life cycle ---------------------------------------------------------
 
@@ -216,24 +238,75 @@ class ReadTransfer(UDPTransfer):
 
     def _release(self, outcome: Outcome) -> None:
         self._window.clear()
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.cancel()  # the file forgets the waiting reader; _readFailed ignores it
         self.file.close()
 
     # -- sending -------------------------------------------------------------
 
-    def _readBlock(self, block: int) -> bytes:
-        payload = self._read(self.blksize)
+    def _packet(self, block: int, payload: bytes) -> bytes:
         if len(payload) < self.blksize:
             self._last = block
         return _DATA_HEADER.pack(_OP_DATA, block & 0xFFFF) + payload
 
+    def _nextPayload(self) -> bytes | None:
+        """The payload of the next new block, or None while it is still
+        being read (then ``_reading`` is set, or the read failed and the
+        transfer is closed)."""
+        payload = self._ready
+        if payload is not None:
+            self._ready = None
+            return payload
+        result = self._read(self.blksize)
+        if not isinstance(result, Deferred):
+            return result
+        self._reading = result
+        result.addCallbacks(self._readArrived, self._readFailed)
+        if self._reading is result:
+            return None  # really pending
+        # It had fired already: _readArrived kept the payload (or the read
+        # failed, and the transfer is closed).
+        payload, self._ready = self._ready, None
+        return payload
+
+    def _readArrived(self, payload: bytes) -> None:
+        self._reading = None
+        if self._closed:
+            return
+        self._ready = payload
+        if not self._sending:
+            self._sendFrom(self._sent + 1)
+
+    def _readFailed(self, failure: Failure) -> None:
+        self._reading = None
+        if self._closed or failure.check(CancelledError):
+            return
+        error = failure.value
+        if isinstance(error, RequestRefused):
+            self._fail(error.code, error.message, error.reason)
+        elif isinstance(error, OSError):
+            _log.error("read error on {path}: {error}", path=self.file.path, error=error)
+            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
+        else:
+            _log.failure("reading {path} failed", failure, path=self.file.path)
+            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
+
     def _sendWindow(self) -> None:
         """Send blocks _acked+1 .. _acked+windowsize (reading new ones as needed)."""
+        self._sendFrom(self._acked + 1)
+
+    def _sendFrom(self, begin: int) -> None:
+        """Send the window's blocks from ``begin`` on: those read before go
+        again (a retransmission), then new ones until the window is full, the
+        file ends, or a read is pending."""
         window = self._window
         first = self._acked + 1
         stop = first + self.windowsize
         if self._last is not None:
             stop = min(stop, self._last + 1)
-        block = first
+        block = begin
+        self._sending = True
         try:
             while block < stop:
                 index = block - first
@@ -242,7 +315,12 @@ class ReadTransfer(UDPTransfer):
                     if block <= self._sent:
                         self.retransmits += 1
                 else:
-                    packet = self._readBlock(block)
+                    if self._reading is not None:
+                        break
+                    payload = self._nextPayload()
+                    if payload is None:
+                        break
+                    packet = self._packet(block, payload)
                     window.append(packet)
                     if self._last == block:
                         stop = block + 1
@@ -255,8 +333,17 @@ class ReadTransfer(UDPTransfer):
         except RequestRefused as e:
             self._fail(e.code, e.message, e.reason)
             return
+        finally:
+            self._sending = False
+        if self._closed:
+            return
         self._sent = max(self._sent, block - 1)
-        self._arm()
+        if self._sent > self._acked:
+            self._arm()
+        else:
+            # Nothing in flight: the next block is still being read and the
+            # client waits for it; no retries are spent meanwhile.
+            self._disarm()
 
     def _resend(self) -> None:
         if self._oack is not None:

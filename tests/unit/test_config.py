@@ -72,9 +72,8 @@ def test_key_defaults_parse_to_field_defaults(root: Path) -> None:
 
 def test_unsupported_keys_are_not_keys() -> None:
     assert not set(UNSUPPORTED_KEYS) & set(KEYS)
-    assert "multicast" in UNSUPPORTED_KEYS and "http_relay" in UNSUPPORTED_KEYS
-    for name in ("http_relay", "fallback_url", "cache_dir", "multicast", "mtftp_file"):
-        assert name in UNSUPPORTED_KEYS, name
+    for name in ("http_relay", "fallback_url", "cache_dir"):
+        assert name in KEYS and name not in UNSUPPORTED_KEYS, name
 
 
 def test_key_parse_raises_value_error_with_expected() -> None:
@@ -1005,3 +1004,77 @@ def test_example_and_docs_list_every_key() -> None:
     for name in UNSUPPORTED_KEYS:
         assert f"`{name}`" in docs, name
     assert os.path.basename(str(REPO / "samples")) in docs
+
+
+# --- HTTP relay keys ---------------------------------------------------------
+
+
+def test_relay_key_defaults(root: Path) -> None:
+    config = ServerConfig(root_dir=(str(root),))
+    assert config.http_relay is True
+    assert (config.fallback_url, config.cache_dir) == ("", "")
+    assert config.cache_max_bytes == config.relay_max_bytes == 64 * 1024 * 1024
+    assert config.http_timeout_sec == 30.0
+
+
+def test_relay_keys_from_file(tmp_path: Path, root: Path) -> None:
+    config = load(
+        tmp_path,
+        "http_relay=off\nfallback_url=https+nocache://prov.example.com:8443/tftp/\n"
+        "cache_dir=cache\ncache_max_bytes=1g\nrelay_max_bytes=512K\nhttp_timeout_sec=2.5\n",
+        root,
+    )
+    assert config.http_relay is False
+    assert config.fallback_url == "https+nocache://prov.example.com:8443/tftp/"
+    assert config.cache_dir == str(tmp_path / "cache")
+    assert (config.cache_max_bytes, config.relay_max_bytes) == (1024**3, 512 * 1024)
+    assert config.http_timeout_sec == 2.5
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("fallback_url=ftp://example.com/", "expected an http:// or https:// URL"),
+        ("fallback_url=http+bogus://example.com/", "expected an http:// or https:// URL"),
+        ("fallback_url=http:///path", "expected an http:// or https:// URL"),
+        ("fallback_url=http://h:99999/", "expected an http:// or https:// URL"),
+        ("fallback_url=http://h/a?b=c", "expected an http:// or https:// URL"),
+        ("cache_max_bytes=-1", "expected a number of bytes 0 or greater"),
+        ("relay_max_bytes=lots", "expected a number of bytes 0 or greater"),
+        ("http_timeout_sec=0", "expected a number of seconds greater than 0"),
+        ("http_relay=maybe", "expected true/false"),
+    ],
+)
+def test_relay_key_errors(tmp_path: Path, root: Path, line: str, expected: str) -> None:
+    message = loadError(tmp_path, line + "\n", root)
+    key, _, value = line.partition("=")
+    assert f":2: {key}: {expected}" in message
+    assert message.endswith(f"got '{value}'")
+
+
+def test_cache_dir_must_not_be_a_file(tmp_path: Path, root: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    message = loadError(tmp_path, "cache_dir=afile\n", root)
+    assert ":2: cache_dir: expected a folder, which need not exist yet" in message
+
+
+def test_relay_keys_by_keyword(root: Path) -> None:
+    config = ServerConfig(
+        root_dir=str(root),
+        http_relay=False,
+        fallback_url="http://127.0.0.1:8080/",
+        cache_dir=root / "c",
+        cache_max_bytes=0,
+        relay_max_bytes="2M",
+        http_timeout_sec=1,
+    )
+    assert (config.http_relay, config.cache_max_bytes, config.relay_max_bytes) == (
+        False,
+        0,
+        2 * 1024 * 1024,
+    )
+    assert config.cache_dir == str(root / "c") and config.http_timeout_sec == 1.0
+    with pytest.raises(ConfigError, match="^ServerConfig: fallback_url: expected an http"):
+        ServerConfig(root_dir=str(root), fallback_url=5)
+    with pytest.raises(ConfigError, match="^ServerConfig: cache_max_bytes: expected"):
+        ServerConfig(root_dir=str(root), cache_max_bytes=-5)

@@ -167,9 +167,16 @@ class RawClient:
         options: Mapping[str, str] | None = None,
         timeout: float = 5.0,
         deadline: float = 60.0,
+        resend_request: float | None = None,
     ) -> bytes:
-        """Read a whole file (lock-step or windowed as negotiated); raise on ERROR."""
-        self.send(rrq(name, mode, options))
+        """Read a whole file (lock-step or windowed as negotiated); raise on ERROR.
+
+        With ``resend_request``, the RRQ goes out again every that many seconds
+        (at most 5 times) until the server answers, as real clients do.
+        """
+        request = rrq(name, mode, options)
+        self.send(request)
+        resends = 5 if resend_request is not None else 0
         blksize = 512
         window = 1
         expected = 1
@@ -178,7 +185,14 @@ class RawClient:
         end = time.monotonic() + deadline
         received_in_window = 0
         while time.monotonic() < end:
-            packet, addr = self.recv(timeout)
+            try:
+                packet, addr = self.recv(timeout if tid or not resends else resend_request)
+            except TimeoutError:
+                if tid is None and resends:
+                    resends -= 1
+                    self.send(request)
+                    continue
+                raise
             if tid is None:
                 tid = addr
             elif addr != tid:

@@ -41,9 +41,10 @@ _log = logger("ctftp.service")
 class ListenerService(Service):
     """One listening UDP port."""
 
-    def __init__(self, reactor: Any, protocol: ListenerProtocol) -> None:
+    def __init__(self, reactor: Any, protocol: ListenerProtocol, v6only: bool = False) -> None:
         self.reactor = reactor
         self.protocol = protocol
+        self.v6only = v6only
         self.port: IListeningPort | None = None
         self.setName(protocol.name)
 
@@ -59,7 +60,7 @@ class ListenerService(Service):
         if self.port is not None:
             return
         _log.info("Starting listener on {listener}", listener=self.protocol.name)
-        self.port = listenerListener(self.reactor)(
+        self.port = listenerListener(self.reactor, v6only=self.v6only)(
             self.protocol.port,
             self.protocol,
             interface=self.protocol.host,
@@ -114,7 +115,12 @@ class CtftpService(MultiService):
         for sink in self.eventSinks:
             EventSinkService(sink).setServiceParent(self)
         for host, port in config.listeners:
-            ListenerService(reactor, ListenerProtocol(server, host, port)).setServiceParent(self)
+            # [::]:P beside an IPv4 listener on P must not also take IPv4.
+            v6only = ":" in host and any(
+                ":" not in other and otherPort == port for other, otherPort in config.listeners
+            )
+            listener = ListenerProtocol(server, host, port)
+            ListenerService(reactor, listener, v6only).setServiceParent(self)
         if metrics is not None and config.metrics_listen is not None:
             host, port = config.metrics_listen
             metricsService = TCPServer(port, metricsSite(metrics), interface=host, reactor=reactor)

@@ -90,7 +90,19 @@ def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
 
 class ListenerPort(udp.Port):
     """A listener's port: big receive buffer; on a wildcard address, each
-    datagram is delivered as ``datagramReceived(data, addr, localHost)``."""
+    datagram is delivered as ``datagramReceived(data, addr, localHost)``.
+
+    ``v6only`` makes an IPv6 socket IPv6-only, so that ``[::]:69`` and
+    ``0.0.0.0:69`` can both be listeners (Linux makes ``[::]`` dual-stack).
+    """
+
+    v6only = False
+
+    def createInternetSocket(self) -> socket.socket:
+        skt: socket.socket = super().createInternetSocket()
+        if self.v6only and self.addressFamily == socket.AF_INET6:
+            skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return skt
 
     def _bindSocket(self) -> None:
         super()._bindSocket()
@@ -126,7 +138,7 @@ class ListenerPort(udp.Port):
                 log.err()
 
 
-def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP) -> ListenUDP:
+def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP, **attributes: Any) -> ListenUDP:
     if not isinstance(reactor, ReactorBase):
         return reactor.listenUDP  # the in-memory reactor of ctftp.testing
 
@@ -134,6 +146,8 @@ def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP) -> ListenUDP:
         port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
     ) -> IListeningPort:
         p = portClass(port, protocol, interface, maxPacketSize, reactor)
+        for name, value in attributes.items():
+            setattr(p, name, value)
         p.startListening()
         return p
 
@@ -145,6 +159,6 @@ def transferListener(reactor: IReactorUDP) -> ListenUDP:
     return _listenWith(QuietPort, reactor)
 
 
-def listenerListener(reactor: IReactorUDP) -> ListenUDP:
+def listenerListener(reactor: IReactorUDP, *, v6only: bool = False) -> ListenUDP:
     """``listenUDP`` for listener ports on ``reactor``: :class:`ListenerPort`."""
-    return _listenWith(ListenerPort, reactor)
+    return _listenWith(ListenerPort, reactor, v6only=v6only)

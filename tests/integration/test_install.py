@@ -78,10 +78,15 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # fresh venv's own site-packages; its .pth files (the editable ctftp) are not read.
     paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "zz_test_dependencies.pth").write_text("".join(f"{p}\n" for p in sorted(paths)))
-    checked(
+    install = run_client(
         [str(python), "-m", "pip", "install", "--no-deps", "--no-input", str(source)],
         timeout=300,
     )
+    if install.returncode != 0 and "No matching distribution found for" in install.stderr:
+        # Only the isolated build's own requirements (setuptools, wheel) come from the
+        # index; without one, this is an environment without packages, not a bug.
+        pytest.skip("pip cannot reach a package index for the build requirements")
+    assert install.returncode == 0, install.describe()
     twistd = venv / "bin" / "twistd"
     if not twistd.exists():
         # Twisted came in through the .pth line, not pip: write the console script

@@ -27,7 +27,7 @@ How the workers share a listener
     split one socket's queue).
 
 The workers
-    Each worker is ``python -m ctftp.workers --worker K --fds 3,...``: it gets
+    Each worker runs :func:`main` (``--worker K --fds 3,...``): it gets
     the parsed configuration as JSON in ``CTFTP_WORKER_CONFIG`` (so no file
     is read after privileges are dropped) and its sockets as descriptors 3,
     4, ... (the sd_listen_fds(3) layout), and runs ctftp's normal service
@@ -298,7 +298,12 @@ def _parseArgs(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of a worker process (``python -m ctftp.workers``)."""
+    """Entry point of a worker process.
+
+    The supervisor runs it as ``python -c "...main(sys.argv[1:])" --worker K
+    --fds 3,...`` rather than ``python -m ctftp.workers``, which would make
+    runpy warn that the package already imported this module.
+    """
     args = _parseArgs(sys.argv[1:] if argv is None else argv)
     raw = os.environ.pop(WORKER_CONFIG_ENV, None)
     if raw is None:
@@ -581,8 +586,8 @@ class WorkerSupervisor(Service):
         childFds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(worker.fds))
         args = [
             self.python,
-            "-m",
-            "ctftp.workers",
+            "-c",  # not -m: ctftp's package imports this module, and runpy warns
+            "import sys; from ctftp.workers import main; main(sys.argv[1:])",
             "--worker",
             str(worker.number),
             "--fds",

@@ -228,3 +228,62 @@ def test_client_filter_reload_swaps_acl() -> None:
     assert gate.check("192.0.2.1", 1)
     gate.acl = ClientACL(deny="192.0.2.0/24")
     assert not gate.check("192.0.2.1", 1)
+
+
+# -- the ACLs in the server (once the server checks them) ------------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.ended: list[Any] = []
+
+    def transferStarted(self, record: Any) -> None:
+        pass
+
+    def transferEnded(self, record: Any) -> None:
+        self.ended.append(record)
+
+
+def _server(tmp_path: Any, **acl: str) -> tuple[Any, Any, _Recorder]:
+    from ctftp.config import KEYS, ServerConfig
+    from ctftp.service import makeService
+    from ctftp.testing import MemoryUDPReactor
+
+    if "allow_clients" not in KEYS:
+        pytest.skip("allow_clients is not a config key yet")
+    (tmp_path / "f.txt").write_bytes(b"hello\n")
+    reactor = MemoryUDPReactor()
+    recorder = _Recorder()
+    config = ServerConfig(root_dir=str(tmp_path), listeners="[::]:69", file_log=False, **acl)
+    service = makeService(config, reactor=reactor, observers=[recorder])
+    if not hasattr(service.server, "clientFilter"):
+        pytest.skip("the server does not check allow_clients / deny_clients yet")
+    service.startService()
+    return reactor, reactor.portAt("::", 69), recorder
+
+
+def test_server_refuses_silently_with_an_error_event(tmp_path: Any) -> None:
+    from ctftp.packets import OP_RRQ, encodeRequest
+
+    reactor, listener, recorder = _server(
+        tmp_path, allow_clients="10.0.0.0/8", deny_clients="10.9.0.0/16"
+    )
+    rrq = encodeRequest(OP_RRQ, "f.txt")
+    for client in ("192.0.2.1", "::ffff:10.9.1.1", "2001:db8::1"):
+        listener.deliver(rrq, (client, 4000))
+        listener.deliver(b"\x00\x05garbage", (client, 4001))
+        listener.deliver(b"junk", (client, 4002))
+    assert listener.written == []  # no reply of any kind
+    assert reactor.newestPort() is listener  # no transfer port opened
+    assert [(r.clientHost, r.status) for r in recorder.ended] == [
+        ("192.0.2.1", "error"),
+        ("::ffff:10.9.1.1", "error"),
+        ("2001:db8::1", "error"),
+    ]
+    assert recorder.ended[0].filename == "f.txt"
+    assert recorder.ended[0].localPath is None  # no file system work
+
+    listener.deliver(rrq, ("::ffff:10.1.2.3", 5000))  # IPv4-mapped, allowed
+    transfer = reactor.newestPort()
+    assert transfer is not listener
+    assert transfer.written[0][0].endswith(b"hello\n")

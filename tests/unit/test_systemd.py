@@ -351,7 +351,7 @@ def test_module_imports_leave_the_variables_alone() -> None:
     )
     wrapper = (
         "import os, sys\n"
-        "os.dup2(int(sys.argv[1]), 3, inheritable=True)\n"
+        "os.dup2(int(sys.argv[1]), 3, inheritable=True); os.set_inheritable(3, True)\n"
         "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
         "os.execv(sys.executable, [sys.executable, '-c', sys.argv[2], sys.argv[3]])\n"
     )

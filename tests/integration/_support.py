@@ -80,6 +80,14 @@ def rrq(name: str | bytes, mode: str = "octet", options: Mapping[str, str] | Non
     return packet
 
 
+def wrq(name: str, mode: str = "octet", options: Mapping[str, str] | None = None) -> bytes:
+    return struct.pack("!H", OP_WRQ) + rrq(name, mode, options)[2:]
+
+
+def data(block: int, payload: bytes) -> bytes:
+    return struct.pack("!HH", OP_DATA, block & 0xFFFF) + payload
+
+
 def ack(block: int) -> bytes:
     return struct.pack("!HH", OP_ACK, block & 0xFFFF)
 
@@ -485,6 +493,44 @@ def curl_get(
     elif blksize is not None:
         argv += ["--tftp-blksize", str(blksize)]
     return [*argv, curl_url(host, port, name), "-o", str(out)]
+
+
+def hpa_put(host: str, port: int, local: Path, name: str, mode: str = "binary") -> list[str]:
+    return ["tftp", "-m", mode, host, str(port), "-c", "put", str(local), name]
+
+
+def atftp_put(
+    host: str, port: int, local: Path, name: str, options: Sequence[str] = ()
+) -> list[str]:
+    argv = ["atftp", "--put", "-l", str(local), "-r", name]
+    for option in options:
+        argv += ["--option", option]
+    return [*argv, host, str(port)]
+
+
+def curl_put(
+    host: str,
+    port: int,
+    local: Path,
+    name: str,
+    blksize: int | None = None,
+    no_options: bool = False,
+) -> list[str]:
+    argv = ["curl", "-sS", "--max-time", str(int(CLIENT_TIMEOUT))]
+    if no_options:
+        argv.append("--tftp-no-options")
+    elif blksize is not None:
+        argv += ["--tftp-blksize", str(blksize)]
+    return [*argv, "-T", str(local), curl_url(host, port, name)]
+
+
+def busybox_put(
+    host: str, port: int, local: Path, name: str, blksize: int | None = None
+) -> list[str]:
+    argv = ["busybox", "tftp", "-p", "-l", str(local), "-r", name]
+    if blksize is not None:
+        argv += ["-b", str(blksize)]
+    return [*argv, host, str(port)]
 
 
 def busybox_get(

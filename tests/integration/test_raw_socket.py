@@ -13,6 +13,7 @@ from ._support import (
     Server,
     TftpError,
     ack,
+    error,
     fetch,
     rrq,
 )
@@ -139,3 +140,12 @@ def test_traversal_is_error_2(shared_server: Server, name: str) -> None:
         fetch(shared_server.host, shared_server.port, name)
     if SERVER_KIND == "ctftp":
         assert caught.value.code == 2, caught.value
+
+
+def test_netascii_tsize_is_the_converted_size(shared_server: Server, ctftp_only: None) -> None:
+    with RawClient(shared_server.host, shared_server.port) as client:
+        client.send(rrq("text.txt", mode="netascii", options={"tsize": "0"}))
+        packet, tid = client.recv()
+        client.send(error(0, "enough"), tid)
+    assert packet.opcode == OP_OACK, packet
+    assert packet.options["tsize"] == str(len(to_netascii(TEXT.encode())))

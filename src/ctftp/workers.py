@@ -273,6 +273,29 @@ class _StderrLines:
             pass  # the supervisor is gone; PR_SET_PDEATHSIG ends this process
 
 
+class _WorkerLogFile(logs.LogFile):
+    """ctftp.log as a worker opens it: by path, or else through the
+    supervisor's descriptor.
+
+    Under ``twistd --uid`` the supervisor creates ctftp.log as root before
+    privileges drop, and a worker, started afterwards as the unprivileged
+    user, may not open it; the supervisor's descriptor (``--log-fd``) still
+    writes to it, line by line with ``O_APPEND`` like every other writer.
+    The same holds at SIGHUP: a reopen by path that fails keeps writing
+    through the descriptor.
+    """
+
+    inherited: int | None = None
+
+    def _open(self) -> int:
+        try:
+            return super()._open()
+        except OSError:
+            if self.inherited is None:
+                raise
+            return os.dup(self.inherited)
+
+
 def _dieWithParent(parent: int) -> None:
     """Stop (SIGTERM) when the supervisor dies, so no orphan holds the port."""
     try:
@@ -294,6 +317,9 @@ def _parseArgs(argv: Sequence[str]) -> argparse.Namespace:
         "--fds", required=True, help="comma-separated listener descriptors (3,4,...)"
     )
     parser.add_argument("--parent", type=int, default=0, help="supervisor pid")
+    parser.add_argument(
+        "--log-fd", type=int, default=None, help="the supervisor's descriptor of ctftp.log"
+    )
     return parser.parse_args(list(argv))
 
 
@@ -311,6 +337,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = configFromJSON(raw)
     fds = [int(part) for part in args.fds.split(",") if part.strip()]
     _dieWithParent(args.parent)
+    if args.log_fd is not None:
+        _WorkerLogFile.inherited = args.log_fd
+        os.set_inheritable(args.log_fd, False)
+        # logs.configure opens ctftp.log with the LogFile class of its module.
+        logs.LogFile = _WorkerLogFile  # type: ignore[misc]
 
     from twisted.internet import reactor
 
@@ -420,7 +451,6 @@ class _Worker(ProcessProtocol):
         self.quickDeaths = 0
         self.restarts = 0
         self.restartCall: IDelayedCall | None = None
-        self.ended: Deferred[None] | None = None
         self._partial: dict[int, bytes] = {}
 
     @property
@@ -489,6 +519,7 @@ class WorkerSupervisor(Service):
         self.workers: list[_Worker] = []
         self._sockets: list[socket.socket] = []
         self._passedFds: list[int] = []
+        self._logFd: int | None = None
         self._stopping = False
         self._stopped: Deferred[None] | None = None
         self.setName("workers")
@@ -497,7 +528,23 @@ class WorkerSupervisor(Service):
 
     def privilegedStartService(self) -> None:
         self._bind()
+        self._openLog()
         super().privilegedStartService()
+
+    def _openLog(self) -> None:
+        """Open ctftp.log while still privileged, for workers that may not
+        (see :class:`_WorkerLogFile`); without it they open it themselves."""
+        if self._logFd is not None or not self.config.log_dir:
+            return
+        try:
+            os.makedirs(self.config.log_dir, exist_ok=True)
+            self._logFd = os.open(
+                os.path.join(self.config.log_dir, logs.LOG_FILE_NAME),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                0o644,
+            )
+        except OSError:
+            self._logFd = None
 
     def _bind(self) -> None:
         if self.workers:
@@ -558,11 +605,15 @@ class WorkerSupervisor(Service):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._passedFds = []
+        if self._logFd is not None:
+            os.close(self._logFd)
+            self._logFd = None
 
     # -- processes ---------------------------------------------------------------------
 
     def startService(self) -> None:
         self._bind()
+        self._openLog()
         super().startService()
         self._stopping = False
         for worker in self.workers:
@@ -584,6 +635,11 @@ class WorkerSupervisor(Service):
         for index, fd in enumerate(worker.fds):
             childFDs[SD_LISTEN_FDS_START + index] = fd
         childFds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(worker.fds))
+        logArgs: list[str] = []
+        if self._logFd is not None:
+            logFd = SD_LISTEN_FDS_START + len(worker.fds)
+            childFDs[logFd] = self._logFd
+            logArgs = ["--log-fd", str(logFd)]
         args = [
             self.python,
             "-c",  # not -m: ctftp's package imports this module, and runpy warns
@@ -594,6 +650,7 @@ class WorkerSupervisor(Service):
             ",".join(str(fd) for fd in childFds),
             "--parent",
             str(os.getpid()),
+            *logArgs,
         ]
         try:
             process = self.reactor.spawnProcess(
@@ -605,7 +662,6 @@ class WorkerSupervisor(Service):
             return
         worker.pid = process.pid
         worker.startedAt = time.monotonic()
-        worker.ended = Deferred()
         _log.info("worker {number} started (pid {pid})", number=worker.number, pid=worker.pid)
 
     def _relay(self, worker: _Worker, line: str) -> None:
@@ -614,7 +670,6 @@ class WorkerSupervisor(Service):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None
-        ended, worker.ended = worker.ended, None
         status = _describeExit(reason)
         if self._stopping:
             _log.info(
@@ -633,8 +688,6 @@ class WorkerSupervisor(Service):
                 status=status,
                 delay=delay,
             )
-        if ended is not None:
-            ended.callback(None)
 
     def _scheduleRestart(self, worker: _Worker, quick: bool) -> float:
         worker.quickDeaths = worker.quickDeaths + 1 if quick else 0

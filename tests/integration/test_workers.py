@@ -139,6 +139,32 @@ def test_bind_reuse_port_group() -> None:
             s.close()
 
 
+def test_worker_log_file_falls_back_to_the_supervisors_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctftp.workers import _WorkerLogFile
+
+    inherited = os.open(tmp_path / "held.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    monkeypatch.setattr(_WorkerLogFile, "inherited", inherited)
+    try:
+        byPath = _WorkerLogFile(str(tmp_path / "ctftp.log"))
+        byPath.write("by path\n")
+        byPath.close()
+        assert (tmp_path / "ctftp.log").read_text() == "by path\n"
+        (tmp_path / "blocked").mkdir()  # opening it for writing fails, as EACCES would
+        fallback = _WorkerLogFile(str(tmp_path / "blocked"))
+        fallback.write("through the descriptor\n")
+        fallback.reopen()  # SIGHUP: still failing by path, still writing
+        fallback.write("after reopen\n")
+        fallback.close()
+        assert (tmp_path / "held.log").read_text() == "through the descriptor\nafter reopen\n"
+    finally:
+        os.close(inherited)
+    monkeypatch.setattr(_WorkerLogFile, "inherited", None)
+    with pytest.raises(OSError):
+        _WorkerLogFile(str(tmp_path / "blocked"))
+
+
 # -- the supervisor's process handling, with stand-in workers ------------------------------
 
 

@@ -11,12 +11,14 @@ How the workers share a listener
     ``SO_REUSEPORT``. Linux then spreads incoming datagrams over the sockets
     by a hash of the client's address and port, so
 
-    - each worker wakes only for its own share (with one socket shared by
-      all, every worker wakes for every datagram and all but one find
-      nothing: measured in docs/operations.md);
     - a client's retransmitted RRQ (same address and port) lands on the same
       worker, whose duplicate-request check then ignores it; with a shared
-      socket a second worker would start a second transfer.
+      socket a second worker may start a second transfer;
+    - each worker wakes only for its own share (with one socket shared by
+      all, every worker wakes for every datagram and all but one find
+      nothing). At two workers the throughput of the two ways is about the
+      same (benchmarks/workers.py, figures in docs/operations.md), so the
+      first point decides.
 
     The supervisor keeps its copies of the sockets, so when a worker dies the
     datagrams hashed to it wait in its socket until the replacement adopts
@@ -32,9 +34,11 @@ The workers
     is read after privileges are dropped) and its sockets as descriptors 3,
     4, ... (the sd_listen_fds(3) layout), and runs ctftp's normal service
     tree (``makeService``) with :class:`ctftp.systemd.SocketActivatedListeners`
-    in place of bound listeners. Each writes ``log_dir/ctftp.log`` itself
-    (whole lines, one ``O_APPEND`` write each, so lines of different workers
-    never mix); each log event carries a ``worker`` field (visible with
+    in place of bound listeners, and without the ``metrics_listen`` page
+    (N processes cannot share its port). Each writes ``log_dir/ctftp.log``
+    itself (whole lines, one ``O_APPEND`` write each, so lines of different
+    workers never mix), through the supervisor's descriptor when it may not
+    open the file (``twistd --uid``); each log event carries a ``worker`` field (visible with
     ``log_format=json``) and each worker logs ``worker K serving`` at start
     and its transfer counts when it stops. A worker's twistd-log output
     (its stderr) is relayed into the supervisor's log prefixed ``worker K``:

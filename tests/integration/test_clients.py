@@ -10,6 +10,7 @@ import pytest
 
 from ._support import (
     SERVER_KIND,
+    RawClient,
     Server,
     atftp_get,
     busybox_get,
@@ -21,6 +22,7 @@ from ._support import (
     ipv6_loopback_available,
     need,
     run_client,
+    wait_for,
 )
 from .conftest import SIZES, TEXT, ServerFactory
 
@@ -249,3 +251,26 @@ def test_wildcard_ipv4_and_ipv6_listeners_on_one_port(
     assert server.listeners == [("0.0.0.0", port), ("::", port)]
     for host in ("127.0.0.1", "::1"):
         assert fetch(host, port, "b513.bin") == payloads["b513.bin"], host
+
+
+def test_ipv6_wildcard_alone_serves_ipv4_clients_logged_as_ipv4(
+    server_factory: ServerFactory, payloads: dict[str, bytes]
+) -> None:
+    """``listeners=[::]:P`` is dual-stack (Linux default): IPv4 clients logged as IPv4."""
+    if not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback here")
+    if SERVER_KIND != "ctftp":
+        pytest.skip("checks ctftp's log")
+    bindv6only = Path("/proc/sys/net/ipv6/bindv6only")
+    if bindv6only.exists() and bindv6only.read_text().strip() != "0":
+        pytest.skip("net.ipv6.bindv6only=1: [::] sockets are IPv6-only here")
+    port = free_udp_port("::")
+    server = server_factory(listeners=f"[::]:{port}")
+    with RawClient("127.0.0.1", port) as client:
+        assert client.fetch("b511.bin") == payloads["b511.bin"]
+        client_port = client.port
+    assert fetch("::1", port, "b511.bin") == payloads["b511.bin"]
+    line = f'RRQ from 127.0.0.1:{client_port} file="b511.bin"'
+    assert wait_for(
+        lambda: server.central_log.exists() and line in server.central_log.read_text(), 5
+    ), server.central_log.read_text() if server.central_log.exists() else "no log"

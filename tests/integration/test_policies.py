@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +223,27 @@ def test_garbage_gets_error_or_silence_and_the_server_goes_on(
         answers = client.drain(0.3)
     assert all(p.opcode == OP_ERROR for p, _ in answers), answers
     assert fetch(shared_server.host, shared_server.port, "b513.bin") == payloads["b513.bin"]
+
+
+def test_remap_file_with_real_client_and_reload_on_sighup(
+    server_factory: ServerFactory, payloads: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Phones ask for SEP<MAC>.cnf.xml; a tftp-hpa rule serves one default file."""
+    rules = tmp_path / "remap.rules"
+    rules.write_text("# phones share one config\nri ^SEP[0-9a-f]{12}\\.cnf\\.xml$ b513.bin\n")
+    server = server_factory(remap_file=str(rules))
+    name = "SEP001122AABBCC.cnf.xml"
+    assert fetch(server.host, server.port, name) == payloads["b513.bin"]
+    assert fetch(server.host, server.port, name.lower()) == payloads["b513.bin"]
+    # A new rule set takes effect on SIGHUP; a broken one is refused and the old stays.
+    rules.write_text("r ^SEP[0-9A-F]{12}\\.cnf\\.xml$ b511.bin\n")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: _served(server.host, server.port, name, payloads["b511.bin"]), 5)
+    rules.write_text("r (unclosed b512.bin\n")
+    server.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: f"{rules}:1" in server.central_log.read_text(), 5), (
+        "no log line naming the broken rule file"
+    )
+    assert fetch(server.host, server.port, name) == payloads["b511.bin"]
+    assert server.proc.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,15 +110,9 @@ def test_rollover_40_mib_at_blksize_512(shared_server: Server, out_dir: Path) ->
 
 def need_any(*programs: str) -> str:
     for program in programs:
-        if _which(program):
+        if shutil.which(program):
             return program
     pytest.skip(f"none of {programs} is installed")
-
-
-def _which(program: str) -> bool:
-    from shutil import which
-
-    return which(program) is not None
 
 
 # --------------------------------------------------------------------------

@@ -137,11 +137,6 @@ def make_files(root: Path, args: argparse.Namespace, wanted: Sequence[Scenario])
     # Servers that drop root (tftpd-hpa, atftpd run as nobody) must read everything.
     for path in [root, *root.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    for parent in root.parents:
-        if parent == Path(tempfile.gettempdir()):
-            break
-        with contextlib.suppress(OSError):
-            parent.chmod(parent.stat().st_mode | 0o005)
 
 
 # --------------------------------------------------------------------------
@@ -503,7 +498,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @contextlib.contextmanager
 def working_folder(args: argparse.Namespace) -> Iterator[Path]:
     if args.workdir:
+        # Its parents are left alone: tftpd-hpa and atftpd (as nobody) must be able
+        # to reach it, which a folder under /tmp or /srv usually is.
         args.workdir.mkdir(parents=True, exist_ok=True)
+        args.workdir.chmod(0o755)
         yield args.workdir.resolve()
         return
     path = Path(tempfile.mkdtemp(prefix="ctftp-bench-"))

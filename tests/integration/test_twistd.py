@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +230,46 @@ def test_privileged_port_then_unprivileged_user(payloads: dict[str, bytes]) -> N
             stop_process(proc)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def serve_and_fetch(argv: list[str], cwd: Path, port: int, name: str, expected: bytes) -> None:
+    output = cwd / "out.txt"
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        ready = wait_for(lambda: proc.poll() is not None or probe("127.0.0.1", port), 10)
+        assert ready and proc.poll() is None, output.read_text(errors="replace")[-3000:]
+        assert fetch("127.0.0.1", port, name) == expected
+    finally:
+        stop_process(proc)
+
+
+def test_command_line_only_with_short_forms(tmp_path: Path, payloads: dict[str, bytes]) -> None:
+    """``twistd -n ctftp --root DIR --listen HOST:PORT``: no config file at all."""
+    root = tmp_path / "root"
+    populate(root, payloads)
+    port = free_udp_port()
+    argv = [*twistd_command(), "-n", "--pidfile", "", "ctftp", "--root", str(root)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--file-log", "false"]
+    serve_and_fetch(argv, tmp_path, port, "b512.bin", payloads["b512.bin"])
+
+
+def test_ctftp_console_script_with_a_config(tmp_path: Path, payloads: dict[str, bytes]) -> None:
+    """``ctftp CONFIG`` is ``twistd -n ctftp --config CONFIG``; the command line still wins."""
+    script = Path(sys.executable).with_name("ctftp")
+    if not script.exists():
+        pytest.skip(f"no ctftp script beside {sys.executable} (package not installed?)")
+    root = tmp_path / "root"
+    populate(root, payloads)
+    port = free_udp_port()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    # root_dir is relative to the config file's folder, not to the current one.
+    config = write_config(
+        tmp_path / "etc" / "ctftp.conf",
+        {"root_dir": "../root", "listeners": "127.0.0.1:9", "file_log": "false"},
+    )
+    argv = [str(script), str(config), "--listeners", f"127.0.0.1:{port}"]
+    serve_and_fetch(argv, tmp_path / "elsewhere", port, "b513.bin", payloads["b513.bin"])

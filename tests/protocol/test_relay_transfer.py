@@ -445,3 +445,83 @@ def test_fallback_url(relayed: Any) -> None:
     agent.last.respond(404)
     (error,) = h.listenerReplies()
     assert isinstance(error, Error) and error.code == 1
+
+
+# -- ReadTransfer with any asynchronous IReadFile ---------------------------------------
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, packet: bytes, addr: Any) -> None:
+        self.sent.append(packet)
+
+
+def transfer(read: Callable[[int], Any], **kw: Any) -> tuple[Any, Wire, list[Any]]:
+    from twisted.internet.task import Clock
+
+    from ctftp.transfer import ReadTransfer
+
+    outcomes: list[Any] = []
+    wire = Wire()
+
+    class File:
+        path = None
+        size = None
+
+        def close(self) -> None:
+            outcomes.append("closed")
+
+    t = ReadTransfer(
+        clock=Clock(),
+        client=CLIENT,
+        file=File(),  # type: ignore[arg-type]
+        read=read,
+        blksize=4,
+        windowsize=kw.get("windowsize", 1),
+        timeout=1.0,
+        maxRetries=2,
+        oack=(),
+        onDone=lambda _, outcome: outcomes.append(outcome),
+    )
+    t.transport = wire  # type: ignore[assignment]
+    t.startProtocol()
+    return t, wire, outcomes
+
+
+def test_deferreds_that_already_fired_and_bytes_likes_are_taken_at_once() -> None:
+    from twisted.internet.defer import succeed
+
+    chunks = [succeed(b"abcd"), bytearray(b"efgh"), succeed(bytearray(b"ij"))]
+    t, wire, outcomes = transfer(lambda n: chunks.pop(0), windowsize=4)
+    assert [decode(p).payload for p in wire.sent] == [b"abcd", b"efgh", b"ij"]
+    t.datagramReceived(encodeAck(3), CLIENT)
+    assert outcomes == ["closed", ("ok", "transfer_complete", None)]
+
+
+def test_a_read_failing_at_once_or_later_ends_with_its_error() -> None:
+    from twisted.internet.defer import fail
+
+    from ctftp.relay import relayFailed
+
+    t, wire, outcomes = transfer(lambda n: fail(relayFailed("gone")))
+    (error,) = [decode(p) for p in wire.sent]
+    assert isinstance(error, Error) and (error.code, error.message) == (0, "gone")
+    assert outcomes[-1] == ("error", "relay_failed", 0)
+
+    later: Deferred[bytes] = Deferred()
+    t, wire, outcomes = transfer(lambda n: later)
+    assert wire.sent == []
+    later.errback(OSError("disk"))
+    (error,) = [decode(p) for p in wire.sent]
+    assert isinstance(error, Error) and error.code == 0
+    assert outcomes[-1] == ("error", "aborted", 0)
+
+
+def test_closing_cancels_the_pending_read() -> None:
+    cancelled: list[bool] = []
+    pending: Deferred[bytes] = Deferred(lambda d: cancelled.append(True))
+    t, wire, outcomes = transfer(lambda n: pending)
+    t.stop(("error", "aborted", None))
+    assert cancelled == [True] and outcomes == ["closed", ("error", "aborted", None)]

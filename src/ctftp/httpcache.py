@@ -68,6 +68,8 @@ class Storage(Protocol):
 
     def release(self) -> None: ...
 
+    def present(self) -> bool: ...
+
 
 class MemoryStorage:
     """A body in memory; freed with the last reference to it."""
@@ -83,6 +85,10 @@ class MemoryStorage:
 
     def acquire(self) -> None:
         """Memory needs no descriptor."""
+
+    def present(self) -> bool:
+        """Memory is always there."""
+        return True
 
     def release(self) -> None:
         """Memory needs no descriptor."""
@@ -132,6 +138,12 @@ class FileStorage:
             self._fd = -1
         if not self.committed:
             _unlink(self.path)
+
+    def present(self) -> bool:
+        """Whether a new reader can open it: some user has it open, or its
+        file is still there (another worker sharing the folder, or an
+        operator, may have removed it)."""
+        return self._fd >= 0 or os.path.exists(self.path)
 
     def commit(self, path: str) -> None:
         """Move the finished download into the cache under ``path`` (replacing

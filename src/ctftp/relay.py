@@ -419,6 +419,10 @@ class HTTPRelay:
             self.shared += 1
             return succeed(body)
         entry = self.cache.get(url)
+        if entry is not None and not entry.body.storage.present():
+            _log.warn("relay: cached file of {url} has gone; fetching again", url=_safeURL(url))
+            self.cache.drop(url)
+            entry = None
         if entry is not None:
             if entry.fresh(self.clock.seconds()):
                 self.hits += 1

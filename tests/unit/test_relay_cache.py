@@ -267,3 +267,31 @@ def test_refresh_rewrites_the_metadata(tmp_path: Path) -> None:
     (meta,) = tmp_path.glob("*.json")
     saved = json.loads(meta.read_text())
     assert saved["fresh_until"] == NOW + 600 and saved["headers"]["etag"] == '"f"'
+
+
+def test_a_removed_cache_file_is_fetched_again(tmp_path: Path) -> None:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+    from twisted.web.iweb import IAgent
+    from zope.interface import implementer
+
+    from ctftp.relay import HTTPRelay
+    from ctftp.resolver import RemoteTarget
+
+    @implementer(IAgent)
+    class Agent:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def request(self, *args: object, **kw: object) -> Deferred[object]:
+            self.asked += 1
+            return Deferred()
+
+    agent = Agent()
+    relay = HTTPRelay(Clock(), agent=agent, cacheDir=str(tmp_path))  # type: ignore[arg-type]
+    download(relay.cache, "http://h/a", b"A" * 10)
+    assert relay.open(RemoteTarget("http://h/a")).called and agent.asked == 0
+    for path in tmp_path.iterdir():
+        path.unlink()
+    relay.open(RemoteTarget("http://h/a"))
+    assert agent.asked == 1 and "http://h/a" not in relay.cache

@@ -16,9 +16,10 @@ How the workers share a listener
       socket a second worker may start a second transfer;
     - each worker wakes only for its own share (with one socket shared by
       all, every worker wakes for every datagram and all but one find
-      nothing). At two workers the throughput of the two ways is about the
-      same (benchmarks/workers.py, figures in docs/operations.md), so the
-      first point decides.
+      nothing). At two workers a shared socket is as fast, at times faster
+      (an idle worker takes the next request; benchmarks/workers.py,
+      figures in docs/operations.md), but the first point decides: a storm
+      is when clients retransmit.
 
     The supervisor keeps its copies of the sockets, so when a worker dies the
     datagrams hashed to it wait in its socket until the replacement adopts

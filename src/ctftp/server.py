@@ -85,6 +85,7 @@ class _Pending:
     localHost: str | None
     request: Request
     record: TransferRecord
+    datagram: bytes
 
     @property
     def key(self) -> tuple[ListenerProtocol, Any]:
@@ -127,6 +128,7 @@ class TFTPServer:
             refused=config.refuse_options,
         )
         self.active: dict[tuple[ListenerProtocol, Any], UDPTransfer | None] = {}
+        self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
         self.busyDropped = 0
         self.malformed = 0
         self._ports = (
@@ -153,12 +155,19 @@ class TFTPServer:
             )
             listener.reply(encodeError(ErrorCode.ILLEGAL_OPERATION, str(e)), addr)
             return
-        if (listener, addr) in self.active:
-            _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
-            return
-        pending = _Pending(
-            listener, addr, localHost, request, self._record(listener, request, addr)
-        )
+        key = (listener, addr)
+        if key in self.active:
+            running = self.active[key]
+            if running is None or self._requests.get(key) == datagram:
+                _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
+                return
+            # A different request from the same port: the client has given up
+            # on the running transfer (PXE asks with tsize, answers the OACK
+            # with ERROR 8 and asks again at once, and the new RRQ may be
+            # read before that ERROR). The old transfer ends; this one starts.
+            running.stop(("error", "aborted", None))
+        record = self._record(listener, request, addr)
+        pending = _Pending(listener, addr, localHost, request, record, datagram)
         if len(self.active) >= self.config.max_connections:
             self.busyDropped += 1
             _log.warn(
@@ -203,7 +212,7 @@ class TFTPServer:
             self._refuse(pending, e)
             return
         if request.isRead:
-            self.active[pending.key] = None
+            self._hold(pending, None)
             d = maybeDeferred(
                 self.source.openRead,
                 ReadRequest(name, addr[0], addr[1], request.mode),
@@ -226,7 +235,7 @@ class TFTPServer:
             except RequestRefused as e:
                 self._refuse(pending, e)
                 return
-            self.active[pending.key] = None
+            self._hold(pending, None)
             d = maybeDeferred(
                 self.sink.openWrite,
                 WriteRequest(name, addr[0], addr[1], request.mode, agreed.tsize),
@@ -272,7 +281,7 @@ class TFTPServer:
         return os.path.isfile(path)
 
     def _openFailed(self, failure: Failure, pending: _Pending) -> None:
-        self.active.pop(pending.key, None)
+        self._release(pending, None)
         if failure.check(RequestRefused):
             self._refuse(pending, failure.value)
             return
@@ -296,7 +305,7 @@ class TFTPServer:
             agreed = negotiate(request.options, self.policy, isRead=True, size=size)
         except OptionRefused as e:
             file.close()
-            self.active.pop(pending.key, None)
+            self._release(pending, None)
             self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
             return
         self._agreed(record, agreed)
@@ -340,14 +349,14 @@ class TFTPServer:
         record.windowsize = agreed.windowsize
         record.tsize = agreed.tsize
 
-    def _launch(self, pending: _Pending, transfer: UDPTransfer, release: Any) -> None:
+    def _launch(self, pending: _Pending, transfer: UDPTransfer, discard: Any) -> None:
         """Give ``transfer`` its port; it starts sending as soon as it has one."""
-        self.active[pending.key] = transfer
+        self._hold(pending, transfer)
         try:
             self._bindTransfer(pending, transfer)
         except CannotListenError as e:
-            release()
-            self.active.pop(pending.key, None)
+            discard()
+            self._release(pending, transfer)
             _log.error(
                 "no port for a transfer to {client}: {error}",
                 client=formatAddress(*pending.addr),
@@ -356,6 +365,17 @@ class TFTPServer:
             self._refuse(
                 pending, RequestRefused(ErrorCode.NOT_DEFINED, "Server busy", "server_busy")
             )
+
+    def _hold(self, pending: _Pending, transfer: UDPTransfer | None) -> None:
+        """Mark the client's port busy with ``transfer`` (``None``: opening)."""
+        self.active[pending.key] = transfer
+        self._requests[pending.key] = pending.datagram
+
+    def _release(self, pending: _Pending, transfer: UDPTransfer | None) -> None:
+        """Free the client's port, if ``transfer`` still holds it."""
+        if pending.key in self.active and self.active[pending.key] is transfer:
+            del self.active[pending.key]
+            del self._requests[pending.key]
 
     def _bindTransfer(self, pending: _Pending, transfer: UDPTransfer) -> None:
         """Open the transfer's port on the address the request came to, so
@@ -398,8 +418,7 @@ class TFTPServer:
         self._end(record, outcome)
 
     def _close(self, pending: _Pending, transfer: UDPTransfer) -> None:
-        if self.active.get(pending.key) is transfer:
-            del self.active[pending.key]
+        self._release(pending, transfer)
         if transfer.transport is not None:
             transfer.transport.stopListening()
 

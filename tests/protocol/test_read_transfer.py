@@ -359,3 +359,28 @@ def test_window_resends_count_against_max_retries(harness):
     assert sends == 1 + 3
     assert h.recorder.ended[0].message == "timeout"
     assert h.reactor.getDelayedCalls() == []
+
+
+def test_pxe_new_request_read_before_the_error_8_replaces_the_probe(harness):
+    """PXE ROMs answer the OACK with ERROR 8 and ask again at once; the new
+    RRQ (different bytes) may be read before that ERROR reaches the transfer."""
+    h = harness()
+    data = h.write("pxelinux.0", b"p" * 1500)
+    h.request("pxelinux.0", options=(("tsize", "0"),))
+    probe = h.transferPort()
+    probe.take()
+    h.request("pxelinux.0", options=(("blksize", "1456"),))
+    assert not probe.listening
+    second = h.transferPort()
+    assert second is not probe
+    probe_error = probe.written  # the probe sends nothing more
+    assert probe_error == []
+    h.blksize = 1456
+    assert h.run(second) == data
+    assert [r.message for r in h.recorder.ended] == ["aborted", "transfer_complete"]
+    # The same request again while its transfer runs is still a duplicate.
+    h.request("pxelinux.0", options=(("blksize", "1456"),))
+    h.request("pxelinux.0", options=(("blksize", "1456"),))
+    third = h.transferPort()
+    h.request("pxelinux.0", options=(("blksize", "1456"),))
+    assert h.reactor.newestPort() is third

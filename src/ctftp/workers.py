@@ -401,14 +401,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 # -- the supervisor ----------------------------------------------------------------------
 
 
-def bindReusePort(host: str, port: int, count: int, reusePort: bool = True) -> list[socket.socket]:
+def bindReusePort(
+    host: str, port: int, count: int, reusePort: bool = True, v6only: bool = False
+) -> list[socket.socket]:
     """``count`` non-blocking UDP sockets on ``host:port`` with ``SO_REUSEPORT``.
 
     Port 0 is resolved by the first bind and the others join it. Sockets are
     bound by the supervisor as root (before twistd drops privileges), and
     Linux lets only a process of the same effective user join a
     ``SO_REUSEPORT`` group, so an unprivileged process cannot take a share of
-    port 69. ``reusePort=False`` (one socket, shared) leaves the option off. Raises
+    port 69. ``reusePort=False`` (one socket, shared) leaves the option off;
+    ``v6only`` makes an IPv6 socket IPv6-only (``[::]:69`` beside
+    ``0.0.0.0:69``, as ``ListenerService`` does). Raises
     ``CannotListenError`` (closing what was bound), as ``listenUDP`` would.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -419,6 +423,8 @@ def bindReusePort(host: str, port: int, count: int, reusePort: bool = True) -> l
             sockets.append(sock)
             if reusePort:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if v6only and family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
             port = sock.getsockname()[1]
             sock.setblocking(False)
@@ -571,12 +577,17 @@ class WorkerSupervisor(Service):
             )
         else:
             try:
-                for host, port in self.config.listeners:
+                listeners = self.config.listeners
+                for host, port in listeners:
+                    # [::]:P beside an IPv4 listener on P must not also take IPv4.
+                    v6only = ":" in host and any(
+                        ":" not in other and otherPort == port for other, otherPort in listeners
+                    )
                     if self.sharedSockets:
-                        group = bindReusePort(host, port, 1, reusePort=False) * self.count
+                        group = bindReusePort(host, port, 1, False, v6only) * self.count
                         self._sockets.append(group[0])
                     else:
-                        group = bindReusePort(host, port, self.count)
+                        group = bindReusePort(host, port, self.count, True, v6only)
                         self._sockets.extend(group)
                     for fds, sock in zip(perWorker, group, strict=True):
                         fds.append(sock.fileno())

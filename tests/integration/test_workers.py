@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.error import CannotListenError
 
 from ctftp.config import KEYS, ServerConfig
 from ctftp.workers import WorkerSupervisor, bindReusePort, configFromJSON, configToJSON
@@ -68,6 +70,7 @@ SIZE = 4096
 LAUNCHER = """\
 import sys
 from twisted.internet import reactor
+from twisted.internet.error import CannotListenError
 from ctftp.config import ServerConfig
 from ctftp.service import ListenerService, makeService
 from ctftp.workers import WorkerSupervisor
@@ -126,6 +129,24 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
         assert configFromJSON(configToJSON(withKeys)) == withKeys
     default = ServerConfig(root_dir=str(tmp_path))
     assert configFromJSON(configToJSON(default)) == default
+
+
+def test_bind_reuse_port_ipv6_only_beside_ipv4() -> None:
+    four = bindReusePort("0.0.0.0", 0, 2)
+    port = four[0].getsockname()[1]
+    try:
+        try:
+            six = bindReusePort("::", port, 2, v6only=True)
+        except CannotListenError as e:
+            if "Address family" in str(e) or "not supported" in str(e):
+                pytest.skip("no IPv6")
+            raise
+        for s in six:
+            assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+            s.close()
+    finally:
+        for s in four:
+            s.close()
 
 
 def test_bind_reuse_port_group() -> None:

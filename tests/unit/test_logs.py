@@ -349,7 +349,8 @@ def test_levelFiltering(tmp_path: Path) -> None:
         log.info("kept {n}", n=1)
         log.warn("warned")
     setup.close()
-    assert [e["log_format"] for e in captured] == ["kept {n}", "warned"]
+    # With a log_dir, ctftp.log has everything; the global log only warnings up.
+    assert [e["log_format"] for e in captured] == ["warned"]
     lines = readLines(tmp_path / "ctftp.log")
     assert [line.split("] ", 2)[1:] for line in lines] == [["[INFO", "kept 1"], ["[WARN", "warned"]]
 
@@ -388,6 +389,14 @@ def test_closeRestoresForwarding(tmp_path: Path) -> None:
     assert readLines(tmp_path / "ctftp.log") == []
 
 
+def test_withoutLogDirEverythingGoesToTheGlobalLog() -> None:
+    setup = logs.configure("", "info", "text")
+    with capturedLogs() as captured:
+        logs.logger("ctftp.test").info("seen {n}", n=1)
+    setup.close()
+    assert [e["log_format"] for e in captured] == ["seen {n}"]
+
+
 def test_configureWithoutLogDir() -> None:
     setup = logs.configure("", "debug", "text")
     assert setup.logFile is None
@@ -410,7 +419,7 @@ def test_configureTwiceReplacesSetup(tmp_path: Path) -> None:
     second = logs.configure(str(tmp_path / "two"), "info", "text")
     assert first.logFile is not None and first.logFile._fd == -1
     with capturedLogs() as captured:
-        logs.logger("ctftp.test").info("once")
+        logs.logger("ctftp.test").warn("once")
     second.close()
     assert len(captured) == 1
     assert readLines(tmp_path / "one" / "ctftp.log") == []

@@ -6,6 +6,9 @@ application's service tree. :class:`IReadSource` is the seam for serving
 generated content.
 """
 
+# First: it keeps systemd's LISTEN_FDS before Twisted's endpoints module
+# (imported below, by the HTTP code) takes them from the environment.
+import ctftp.systemd  # noqa: F401  # isort: skip
 from ctftp.config import ConfigError, ServerConfig
 from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord

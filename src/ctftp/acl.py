@@ -32,6 +32,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from ctftp.events import formatAddress
 from ctftp.logs import logger
 
 __all__ = [
@@ -261,8 +262,7 @@ class ClientFilter:
         if not acl.active or acl.allows(host):
             return True
         self.refused += 1
-        shown = host[7:] if host.startswith("::ffff:") and "." in host else host
-        client = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+        client = formatAddress(host, port)
         self.refusalLog(
             "refused request from {client}: not in allow_clients or in deny_clients"
             " ({refused} refused so far)",

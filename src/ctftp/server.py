@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
 
+from ctftp.acl import ClientACL, ClientFilter
 from ctftp.config import ServerConfig
 from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress, quoteName
@@ -131,6 +132,10 @@ class TFTPServer:
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
         self.busyDropped = 0
         self.malformed = 0
+        #: allow_clients / deny_clients; reload swaps ``clientFilter.acl``.
+        self.clientFilter = ClientFilter(
+            ClientACL(config.allow_clients, config.deny_clients), reactor
+        )
         self._ports = (
             itertools.cycle(range(config.port_range[0], config.port_range[1] + 1))
             if config.port_range
@@ -139,9 +144,17 @@ class TFTPServer:
 
     # -- requests ------------------------------------------------------------
 
+    @property
+    def aclDropped(self) -> int:
+        """Requests refused by ``allow_clients`` / ``deny_clients`` (metrics)."""
+        return self.clientFilter.refused
+
     def datagramReceived(
         self, listener: ListenerProtocol, datagram: bytes, addr: Any, localHost: str | None = None
     ) -> None:
+        if not self.clientFilter.check(addr[0], addr[1]):
+            self._refusedClient(listener, datagram, addr)
+            return
         if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == OP_ERROR:
             return  # never answer an ERROR: two servers must not ping-pong
         try:
@@ -161,11 +174,17 @@ class TFTPServer:
             if running is None or self._requests.get(key) == datagram:
                 _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
                 return
-            # A different request from the same port: the client has given up
-            # on the running transfer (PXE asks with tsize, answers the OACK
-            # with ERROR 8 and asks again at once, and the new RRQ may be
-            # read before that ERROR). The old transfer ends; this one starts.
-            running.stop(("error", "aborted", None))
+            # A different request from the same port: the client is done with
+            # the running transfer (PXE asks with tsize, answers the OACK with
+            # ERROR 8 and asks again at once; a client reuses its port right
+            # after its final ACK). What it sent before this request may still
+            # wait in the transfer's socket: read it first, so that a final
+            # ACK or an ERROR 8 ends the transfer as it should.
+            drain = getattr(running.transport, "doRead", None)
+            if drain is not None:
+                drain()
+            if self.active.get(key) is running:
+                running.stop(("error", "aborted", None))
         record = self._record(listener, request, addr)
         pending = _Pending(listener, addr, localHost, request, record, datagram)
         if len(self.active) >= self.config.max_connections:
@@ -182,6 +201,15 @@ class TFTPServer:
             self._end(pending.record, ("error", "server_busy", None))
             return
         self._start(pending)
+
+    def _refusedClient(self, listener: ListenerProtocol, datagram: bytes, addr: Any) -> None:
+        """A client the ACLs refuse: no reply at all (an ERROR would tell a
+        scanner a server is here); a request gets one error event."""
+        try:
+            request = decodeRequest(datagram)
+        except MalformedPacket:
+            return
+        self._end(self._record(listener, request, addr), ("error", "access_denied", None))
 
     def _record(self, listener: ListenerProtocol, request: Request, addr: Any) -> TransferRecord:
         return TransferRecord(

@@ -28,7 +28,14 @@ from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
 from ctftp.sinks import HTTPEventSink, UDPEventSink
 from ctftp.sources import IReadSource, LocalFileSource
+from ctftp.systemd import (
+    SocketActivatedListeners,
+    SocketActivationError,
+    notifyReady,
+    notifyStopping,
+)
 from ctftp.udp import MAX_DATAGRAM, listenerListener
+from ctftp.workers import WorkerSupervisor
 from ctftp.writes import DevNullSink, IWriteSink, LocalWriteSink
 
 EventSink = UDPEventSink | HTTPEventSink
@@ -114,14 +121,21 @@ class CtftpService(MultiService):
         self._previousHUP: Any = None
         for sink in self.eventSinks:
             EventSinkService(sink).setServiceParent(self)
-        for host, port in config.listeners:
-            # [::]:P beside an IPv4 listener on P must not also take IPv4.
-            v6only = ":" in host and any(
-                ":" not in other and otherPort == port for other, otherPort in config.listeners
-            )
-            listener = ListenerProtocol(server, host, port)
-            ListenerService(reactor, listener, v6only).setServiceParent(self)
-        if metrics is not None and config.metrics_listen is not None:
+        self.supervisor: WorkerSupervisor | None = None
+        if config.workers > 1:
+            self.supervisor = WorkerSupervisor(config, reactor)
+            self.supervisor.setServiceParent(self)
+        elif config.systemd:
+            SocketActivatedListeners(reactor, server).setServiceParent(self)
+        else:
+            for host, port in config.listeners:
+                # [::]:P beside an IPv4 listener on P must not also take IPv4.
+                v6only = ":" in host and any(
+                    ":" not in other and otherPort == port for other, otherPort in config.listeners
+                )
+                listener = ListenerProtocol(server, host, port)
+                ListenerService(reactor, listener, v6only).setServiceParent(self)
+        if metrics is not None and config.metrics_listen is not None and config.workers == 1:
             host, port = config.metrics_listen
             metricsService = TCPServer(port, metricsSite(metrics), interface=host, reactor=reactor)
             metricsService.setName("metrics")
@@ -153,12 +167,21 @@ class CtftpService(MultiService):
             message = f"ctftp: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}"
             _log.error("{message}", message=message)
             raise SystemExit(message) from None
+        except SocketActivationError as e:
+            if not self._installSignalHandlers:
+                raise
+            _log.error("ctftp: {error}", error=str(e))
+            raise SystemExit(f"ctftp: {e}") from None
 
     def startService(self) -> None:
         self._setUp()
         super().startService()
+        if self._installSignalHandlers:  # run by twistd: tell systemd (Type=notify)
+            notifyReady()
 
     def stopService(self) -> Any:
+        if self._installSignalHandlers:
+            notifyStopping()
         self.server.stopTransfers()
         d = super().stopService()
         if self._installSignalHandlers and self._previousHUP is not None:
@@ -180,6 +203,8 @@ class CtftpService(MultiService):
         file that no longer parses is logged and the old rules stay)."""
         if self._logSetup is not None:
             self._logSetup.reopen()
+        if self.supervisor is not None:
+            self.supervisor.reload()
         for sink in self.eventSinks:
             sink.reload()
         try:

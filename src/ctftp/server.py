@@ -123,11 +123,7 @@ class TFTPServer:
         self.sink = sink
         self.observers = list(observers)
         self._listenUDP = listenUDP or transferListener(reactor)
-        self.policy = OptionPolicy(
-            enabled=config.options,
-            maxBlksize=config.max_blksize,
-            refused=config.refuse_options,
-        )
+        self.policy = self._policy(config)
         self.active: dict[tuple[ListenerProtocol, Any], UDPTransfer | None] = {}
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
         self.busyDropped = 0
@@ -143,6 +139,19 @@ class TFTPServer:
         )
 
     # -- requests ------------------------------------------------------------
+
+    @staticmethod
+    def _policy(config: ServerConfig) -> OptionPolicy:
+        return OptionPolicy(
+            enabled=config.options, maxBlksize=config.max_blksize, refused=config.refuse_options
+        )
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        """Take a reloaded config: options policy, limits, timers and ACLs
+        apply to requests from now on; running transfers keep their own."""
+        self.config = config
+        self.policy = self._policy(config)
+        self.clientFilter.acl = ClientACL(config.allow_clients, config.deny_clients)
 
     @property
     def aclDropped(self) -> int:

@@ -9,8 +9,9 @@ first lines ("ctftp starting", "Starting listener") land in it.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.application.internet import TCPServer
@@ -23,6 +24,7 @@ from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LogSetup, configure, logger
 from ctftp.metrics import Metrics, metricsSite
 from ctftp.relay import RelayService, RelaySource, relayFromConfig
+from ctftp.reload import ReloadPlan, planReload
 from ctftp.remap import PcreRules, RemapSyntaxError, RuleSet
 from ctftp.server import ListenerProtocol, TFTPServer
 from ctftp.sidecar import SidecarWriter
@@ -109,8 +111,10 @@ class CtftpService(MultiService):
         installSignalHandlers: bool,
         metrics: Metrics | None = None,
         eventSinks: Sequence[EventSink] = (),
+        reloadConfig: Callable[[], ServerConfig] | None = None,
     ) -> None:
         super().__init__()
+        self._reloadConfig = reloadConfig
         self.config = config
         self.server = server
         self.reactor = reactor
@@ -135,7 +139,7 @@ class CtftpService(MultiService):
                 )
                 listener = ListenerProtocol(server, host, port)
                 ListenerService(reactor, listener, v6only).setServiceParent(self)
-        if metrics is not None and config.metrics_listen is not None and config.workers == 1:
+        if metrics is not None and config.metrics_listen is not None:
             host, port = config.metrics_listen
             metricsService = TCPServer(port, metricsSite(metrics), interface=host, reactor=reactor)
             metricsService.setName("metrics")
@@ -198,13 +202,24 @@ class CtftpService(MultiService):
         return d.addBoth(closeLogs)
 
     def reload(self) -> None:
-        """What SIGHUP does: reopen the log files (logrotate moved them), look
-        event receivers' names up again and read the remap rules again (a
-        file that no longer parses is logged and the old rules stay)."""
+        """What SIGHUP does.
+
+        Reopen the log files (logrotate moved them); read the config file
+        again (when the service knows how: ``reloadConfig``) and apply what
+        may change live (:mod:`ctftp.reload`), naming in the log what changed
+        and what needs a restart; read the remap rules again (a file that no
+        longer parses is logged and the old rules stay); look event
+        receivers' names up again. With workers, each worker does its own
+        part on the SIGHUP passed on to it.
+        """
         if self._logSetup is not None:
             self._logSetup.reopen()
+        _log.info("SIGHUP: log files reopened")
         if self.supervisor is not None:
             self.supervisor.reload()
+        plan = self._rereadConfig()
+        if plan is not None and plan.live:
+            self._apply(plan)
         for sink in self.eventSinks:
             sink.reload()
         try:
@@ -214,7 +229,58 @@ class CtftpService(MultiService):
         else:
             if self.config.remap_file or self.config.pcre_file:
                 _log.info("SIGHUP: remap rules reloaded")
-        _log.info("SIGHUP: log files reopened")
+
+    def _rereadConfig(self) -> ReloadPlan | None:
+        if self._reloadConfig is None:
+            return None
+        try:
+            reread = self._reloadConfig()
+        except ConfigError as e:
+            _log.error("SIGHUP: config not reloaded, nothing changed: {error}", error=str(e))
+            return None
+        plan = planReload(self.config, reread)
+        if plan.restart:
+            _log.warn(
+                "SIGHUP: changed, but only a restart applies: {keys}",
+                keys=", ".join(plan.restart),
+            )
+        if not plan.live and not plan.restart:
+            _log.info("SIGHUP: config unchanged")
+        return plan
+
+    def _apply(self, plan: ReloadPlan) -> None:
+        config = plan.config
+        if plan.events:
+            try:
+                sinks = _eventSinks(config, self.reactor)
+            except ConfigError as e:
+                _log.error("SIGHUP: event receivers kept unchanged: {error}", error=str(e))
+                config = dataclasses.replace(
+                    config,
+                    event_udp=self.config.event_udp,
+                    event_http_url=self.config.event_http_url,
+                    event_ca_bundle=self.config.event_ca_bundle,
+                )
+            else:
+                self._replaceEventSinks(sinks)
+        if plan.logs and self._logSetup is not None:
+            self._logSetup.close()
+            self._logSetup = configure(config.log_dir, config.log_level, config.log_format)
+        self.config = config
+        self.server.reconfigure(config)
+        _log.info("SIGHUP: applied {keys}", keys=", ".join(plan.live))
+
+    def _replaceEventSinks(self, sinks: list[EventSink]) -> None:
+        """New receivers start at once; the old ones drain in the background."""
+        for child in [c for c in self if isinstance(c, EventSinkService)]:
+            self.server.observers.remove(child.sink)
+            self.removeService(child)
+        for sink in sinks:
+            EventSinkService(sink).setServiceParent(self)
+            self.server.observers.append(sink)
+            if self.metrics is not None:
+                self.metrics.watchSink(sink)
+        self.eventSinks = sinks
 
 
 def _where(config: ServerConfig, key: str) -> str:
@@ -279,6 +345,7 @@ def makeService(
     sink: IWriteSink | None = None,
     observers: Iterable[ITransferObserver] | None = None,
     installSignalHandlers: bool = False,
+    reloadConfig: Callable[[], ServerConfig] | None = None,
 ) -> CtftpService:
     """Build ctftp's service tree for ``config``.
 
@@ -287,12 +354,22 @@ def makeService(
     uploads elsewhere). ``observers`` replaces the default transfer observers
     (the ``EVENT`` log lines, and sidecar lines when ``file_log`` is on); the
     metrics and the event receivers of the config are added to them either
-    way. ``installSignalHandlers`` makes SIGHUP reopen the logs; twistd's
+    way. ``installSignalHandlers`` makes SIGHUP call ``reload()``; twistd's
     plugin sets it, an embedding application calls ``reload()`` itself.
+    ``reloadConfig`` returns the config as it reads now (the file again, with
+    the same command-line overrides); ``reload()`` applies what may change
+    live.
 
     Raises :class:`ctftp.config.ConfigError` for a setting that only shows
     itself bad when used (an unreadable CA bundle).
     """
+    if config.workers > 1 and config.metrics_listen is not None:
+        # Each worker counts only its own transfers and they cannot share
+        # one TCP port: refused rather than served wrong or dropped quietly.
+        raise ConfigError(
+            f"{_where(config, 'metrics_listen')}: not available with workers > 1 in this"
+            " version; remove it or set workers=1"
+        )
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
@@ -326,7 +403,9 @@ def makeService(
     metrics.watchServer(server)
     for eventSink in eventSinks:
         metrics.watchSink(eventSink)
-    service = CtftpService(config, server, reactor, installSignalHandlers, metrics, eventSinks)
+    service = CtftpService(
+        config, server, reactor, installSignalHandlers, metrics, eventSinks, reloadConfig
+    )
     if relay is not None:
         RelayService(relay).setServiceParent(service)
     return service

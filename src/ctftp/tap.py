@@ -111,15 +111,18 @@ class Options(usage.Options):
             result[name] = value
         return result
 
+    def readConfig(self) -> ServerConfig:
+        """The config from the file (if any) and the options given; again on SIGHUP."""
+        overrides = self.overrides()
+        path = self.get("config")
+        if path is not None:
+            return ServerConfig.fromFile(path, overrides)
+        return ServerConfig.fromStrings(overrides)
+
     def postOptions(self) -> None:
         """Build ``self.config``, turning a user mistake into one line and exit status 2."""
         try:
-            overrides = self.overrides()
-            path = self.get("config")
-            if path is not None:
-                self.config = ServerConfig.fromFile(path, overrides)
-            else:
-                self.config = ServerConfig.fromStrings(overrides)
+            self.config = self.readConfig()
         except ConfigError as error:
             raise _fail(str(error)) from None
 
@@ -129,7 +132,9 @@ def makeService(options: Options) -> IService:
     from ctftp import service
 
     try:
-        return service.makeService(options.config, installSignalHandlers=True)
+        return service.makeService(
+            options.config, installSignalHandlers=True, reloadConfig=options.readConfig
+        )
     except ConfigError as e:
         raise _fail(str(e)) from None
 

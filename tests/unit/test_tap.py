@@ -189,7 +189,9 @@ def test_make_service_passes_the_config(root: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("ctftp.service", fake, raising=False)
     options = parse("--root", str(root))
     assert tap.makeService(options) is sentinel
-    assert calls == [(options.config, {"installSignalHandlers": True})]
+    assert calls == [
+        (options.config, {"installSignalHandlers": True, "reloadConfig": options.readConfig})
+    ]
 
 
 def test_twistd_help_subprocess() -> None:

@@ -283,6 +283,11 @@ def _rootDirs(entries: list[str], base: str | None) -> tuple[str, ...]:
 
 def parseLogDir(raw: str, base: str | None = None) -> str:
     """Parse ``log_dir``: it may not exist yet (the log observer creates it)."""
+    return _folderToBe(raw, base)
+
+
+def _folderToBe(raw: str, base: str | None) -> str:
+    """A folder path that need not exist yet (but is no file); "" stays ""."""
     text = raw.strip()
     if not text:
         return ""
@@ -463,13 +468,7 @@ def parseFallbackURL(raw: str) -> str:
 def parseCacheDir(raw: str, base: str | None = None) -> str:
     """Parse ``cache_dir``: a folder for the HTTP relay's cache, created if missing;
     empty means the cache is kept in memory."""
-    text = raw.strip()
-    if not text:
-        return ""
-    path = _absolute(text, base) if "\0" not in text else ""
-    if not path or (os.path.exists(path) and not os.path.isdir(path)):
-        raise ValueError(f"expected a folder, which need not exist yet{_whereRelative(text, base)}")
-    return path
+    return _folderToBe(raw, base)
 
 
 def parseByteCount(raw: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zope.interface import Attribute, Interface, implementer
@@ -51,21 +52,14 @@ class IReadFile(Interface):
         """Release the file; called exactly once when the transfer ends."""
 
 
+@dataclass(frozen=True, slots=True)
 class ReadRequest:
-    """What a source is told about a read request."""
+    """What a source is told about a read request (``filename`` after remapping)."""
 
-    __slots__ = ("filename", "clientHost", "clientPort", "mode")
-
-    def __init__(self, filename: str, clientHost: str, clientPort: int, mode: str) -> None:
-        self.filename = filename
-        self.clientHost = clientHost
-        self.clientPort = clientPort
-        self.mode = mode
-
-    def __repr__(self) -> str:
-        return (
-            f"ReadRequest({self.filename!r}, {self.clientHost!r}, {self.clientPort}, {self.mode!r})"
-        )
+    filename: str
+    clientHost: str
+    clientPort: int
+    mode: str
 
 
 class IReadSource(Interface):

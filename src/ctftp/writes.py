@@ -25,6 +25,7 @@ import errno
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from zope.interface import Attribute, Interface, implementer
@@ -143,33 +144,16 @@ class IWriteFile(Interface):
         """Drop everything written; what was there before stays untouched."""
 
 
+@dataclass(frozen=True, slots=True)
 class WriteRequest:
-    """What a sink is told about a write request.
+    """What a sink is told about a write request (``filename`` after
+    remapping); ``tsize`` is the size the client announced (RFC 2349), or None."""
 
-    ``tsize`` is the size the client announced (RFC 2349), or None.
-    """
-
-    __slots__ = ("filename", "clientHost", "clientPort", "mode", "tsize")
-
-    def __init__(
-        self,
-        filename: str,
-        clientHost: str,
-        clientPort: int,
-        mode: str,
-        tsize: int | None = None,
-    ) -> None:
-        self.filename = filename
-        self.clientHost = clientHost
-        self.clientPort = clientPort
-        self.mode = mode
-        self.tsize = tsize
-
-    def __repr__(self) -> str:
-        return (
-            f"WriteRequest({self.filename!r}, {self.clientHost!r}, {self.clientPort}, "
-            f"{self.mode!r}, tsize={self.tsize!r})"
-        )
+    filename: str
+    clientHost: str
+    clientPort: int
+    mode: str
+    tsize: int | None = None
 
 
 class IWriteSink(Interface):

@@ -65,7 +65,9 @@ def test_interfaces(root):
 
 
 def test_write_request_repr():
-    assert repr(request("a", 5)) == "WriteRequest('a', '10.0.0.5', 40000, 'octet', tsize=5)"
+    assert repr(request("a", 5)) == (
+        "WriteRequest(filename='a', clientHost='10.0.0.5', clientPort=40000, mode='octet', tsize=5)"
+    )
 
 
 # -- creating ---------------------------------------------------------------------

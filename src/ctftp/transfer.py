@@ -295,6 +295,10 @@ class ReadTransfer(UDPTransfer):
 
         The common case, a read returning bytes, costs one attribute test
         and one type test per block beyond what a synchronous loop costs.
+        The window's packets go to the transport together at the end (one
+        system call with UDP GSO), or before a read that has to be awaited,
+        or before an ERROR, so the client sees the same packets in the same
+        order as if each had been sent at once.
         """
         window = self._window
         first = self._acked + 1
@@ -304,6 +308,7 @@ class ReadTransfer(UDPTransfer):
         block = begin or first
         waiting = False
         payload: Any  # bytes by the time a packet is built
+        out: list[bytes] = []  # packets of this window not handed to the transport yet
         try:
             while block < stop:
                 index = block - first
@@ -316,6 +321,7 @@ class ReadTransfer(UDPTransfer):
                     if pending is None:
                         payload = self._read(self.blksize)
                         if type(payload) is not bytes:
+                            self._flush(out)
                             payload = self._awaitRead(payload)
                             if payload is None:
                                 if self._closed:
@@ -333,13 +339,16 @@ class ReadTransfer(UDPTransfer):
                         stop = block + 1
                     packet = _DATA_HEADER.pack(_OP_DATA, block & 0xFFFF) + payload
                     window.append(packet)
-                self._send(packet)
+                out.append(packet)
                 block += 1
+            self._flush(out)
         except OSError as e:
+            self._flush(out)
             _log.error("read error on {path}: {error}", path=self.file.path, error=e)
             self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
             return
         except RequestRefused as e:
+            self._flush(out)
             self._fail(e.code, e.message, e.reason)
             return
         self._sent = max(self._sent, block - 1)
@@ -349,6 +358,23 @@ class ReadTransfer(UDPTransfer):
             self._disarm()
         else:
             self._arm()
+
+    def _flush(self, packets: list[bytes]) -> None:
+        """Send ``packets`` to the client and empty the list (first, so that
+        a send that raises is not repeated): in one call when the transport
+        has ``writeDatagrams`` (:class:`ctftp.udp.QuietPort`), else one by one."""
+        if len(packets) <= 1:
+            if packets:
+                self._send(packets.pop())
+            return
+        batch = packets.copy()
+        packets.clear()
+        writeDatagrams = getattr(self.transport, "writeDatagrams", None)
+        if writeDatagrams is not None:
+            writeDatagrams(batch, self.client)
+        else:
+            for packet in batch:
+                self._send(packet)
 
     def _resend(self) -> None:
         if self._oack is not None:

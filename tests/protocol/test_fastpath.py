@@ -6,13 +6,25 @@ Real loopback sockets where the fast path is a socket call; no timing here.
 
 from __future__ import annotations
 
+import errno
+import itertools
+import random
 import socket
+import struct
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import CLIENT, Error, Harness, OptionAck
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import error, reactor
 from twisted.internet.protocol import DatagramProtocol
 
+from ctftp.packets import decode, encodeAck
+from ctftp.sources import IReadFile, LocalFile, LocalFileSource
+from ctftp.testing import MemoryDatagramPort
 from ctftp.udp import QuietPort
 
 
@@ -54,3 +66,223 @@ def test_quiet_port_connected_write_is_twisteds(quietPort, receiver):
     quietPort.connect(host, port)
     quietPort.write(b"connected")
     assert receiver.recv(100) == b"connected"
+
+
+# -- LocalFile: blocks of every size, in order -----------------------------
+
+
+def readAll(file: IReadFile, blksize: int) -> list[bytes]:
+    blocks = []
+    while True:
+        block = file.read(blksize)
+        blocks.append(block)
+        if len(block) < blksize:
+            return blocks
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 200_000) | st.sampled_from([0, 512, 4096, 65464, 65536, 131072]),
+    blksize=st.sampled_from([8, 512, 1428, 8192, 65464]),
+)
+def test_local_file_blocks_are_the_file_in_order(tmp_path_factory, size, blksize):
+    data = random.Random(size).randbytes(size)
+    path = tmp_path_factory.mktemp("f") / "f.bin"
+    path.write_bytes(data)
+    file = LocalFileSource([str(path.parent)]).openPath(str(path))
+    try:
+        blocks = readAll(file, blksize)
+    finally:
+        file.close()
+    assert b"".join(blocks) == data
+    assert all(len(b) == blksize for b in blocks[:-1])
+    assert len(blocks) == size // blksize + 1  # a multiple of blksize ends with b""
+
+
+def test_local_file_mixed_read_sizes(tmp_path):
+    data = random.Random(7).randbytes(100_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    file = LocalFileSource([str(tmp_path)]).openPath(str(tmp_path / "f.bin"))
+    got = bytearray()
+    for n in itertools.cycle([1, 512, 70_000, 3, 1428]):
+        chunk = file.read(n)
+        got += chunk
+        if len(chunk) < n:
+            break
+    file.close()
+    assert bytes(got) == data
+
+
+# -- a window goes to the transport in one call -----------------------------
+
+
+def windowedClient(h: Harness, port: Any, blksize: int, dropData: int, dropAck: int) -> bytes:
+    """An RFC 7440 client: takes what the server sent, loses every
+    ``dropData``-th DATA and every ``dropAck``-th ACK, and ACKs the last
+    block received in order; returns the file."""
+    received = bytearray()
+    expected = 1
+    seen = acks = 0
+    for _ in range(1_000_000):
+        out = port.take()
+        if not out:
+            if not port.listening:
+                return bytes(received)
+            h.reactor.advance(h.config.timeout_sec)
+            continue
+        for datagram, _ in out:
+            packet = decode(datagram)
+            if isinstance(packet, OptionAck):
+                port.deliver(encodeAck(0), CLIENT)
+                break
+            seen += 1
+            if seen % dropData == 0:
+                continue
+            if packet.block == expected & 0xFFFF:
+                received += packet.payload
+                expected += 1
+        else:
+            acks += 1
+            if acks % dropAck:
+                port.deliver(encodeAck((expected - 1) & 0xFFFF), CLIENT)
+    raise AssertionError("transfer did not end")
+
+
+def transcript(h: Harness, name: str, options: tuple[tuple[str, str], ...], blksize: int):
+    h.request(name, options=options)
+    port = h.transferPort()
+    sent: list[bytes] = []
+    take = port.take
+
+    def recordingTake() -> list[tuple[bytes, Any]]:
+        out = take()
+        sent.extend(d for d, _ in out)
+        return out
+
+    port.take = recordingTake  # type: ignore[method-assign]
+    return windowedClient(h, port, blksize, dropData=37, dropAck=11), sent
+
+
+@pytest.mark.parametrize(
+    ("size", "blksize", "windowsize"),
+    [
+        (8 * (65536 + 300) - 3, 8, 16),  # rolls the block number over
+        (1428 * 16 * 40, 1428, 16),  # a multiple of the window and of blksize
+        (300_001, 1428, 7),
+        (1_000_000, 8192, 8),  # 8 x 8196 bytes: more than one sendmsg holds
+        (50_000, 512, 1),  # lock-step: one packet a time, no batch
+    ],
+)
+def test_windows_batched_send_the_same_packets_as_one_by_one(
+    harness, monkeypatch, size, blksize, windowsize
+):
+    options = (("blksize", str(blksize)), ("windowsize", str(windowsize)))
+    plain = harness()
+    data = plain.write("f.bin", random.Random(size).randbytes(size))
+    plainFile, plainSent = transcript(plain, "f.bin", options, blksize)
+
+    batches: list[int] = []
+
+    def writeDatagrams(self: MemoryDatagramPort, datagrams: list[bytes], addr: Any) -> None:
+        batches.append(len(datagrams))
+        for datagram in datagrams:
+            self.write(datagram, addr)
+
+    monkeypatch.setattr(MemoryDatagramPort, "writeDatagrams", writeDatagrams, raising=False)
+    batched = harness()
+    batchedFile, batchedSent = transcript(batched, "f.bin", options, blksize)
+
+    assert plainFile == batchedFile == data
+    assert batchedSent == plainSent
+    assert plain.recorder.ended[0].retransmits == batched.recorder.ended[0].retransmits > 0
+    assert batched.recorder.ended[0].status == "ok"
+    assert batched.reactor.getDelayedCalls() == []
+    if windowsize > 1:
+        assert max(batches) == windowsize
+    else:
+        assert batches == []
+
+
+def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, monkeypatch):
+    h = harness()
+    h.write("f.bin", bytes(range(256)) * 40)
+    reads = 0
+    real = LocalFile.read
+
+    def failingRead(self: LocalFile, size: int) -> bytes:
+        nonlocal reads
+        reads += 1
+        if reads == 3:
+            raise OSError(5, "Input/output error")
+        return real(self, size)
+
+    monkeypatch.setattr(LocalFile, "read", failingRead)
+    h.request("f.bin", options=(("windowsize", "4"),))
+    port = h.transferPort()
+    port.take()  # OACK
+    port.deliver(encodeAck(0), CLIENT)
+    sent = [decode(d) for d, _ in port.take()]
+    assert [p.block for p in sent[:2]] == [1, 2]
+    assert isinstance(sent[2], Error) and len(sent) == 3
+    assert h.recorder.ended[0].message == "aborted"
+
+
+# -- QuietPort.writeDatagrams on a real socket ------------------------------
+
+
+@pytest.fixture
+def bigReceiver(receiver: socket.socket) -> socket.socket:
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    return receiver
+
+
+def datagrams(sizes: list[int]) -> list[bytes]:
+    return [
+        struct.pack("!HH", 3, n & 0xFFFF) + random.Random(n).randbytes(size - 4)
+        for n, size in enumerate(sizes)
+    ]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1432] * 16,
+        [1432] * 15 + [100],  # the final short block ends a run
+        [1432] * 3 + [4],  # an empty final DATA
+        [516] * 200,  # more than 64 segments
+        [8196] * 10,  # more than 65,000 bytes
+        [1432, 1432, 700, 1432, 1432],  # a short one inside: a new run after it
+        [65468, 65468],  # too large for a run
+        [100],
+    ],
+)
+def test_quiet_port_write_datagrams_arrive_one_by_one(quietPort, bigReceiver, sizes):
+    sent = datagrams(sizes)
+    quietPort.writeDatagrams(sent, bigReceiver.getsockname())
+    got = [bigReceiver.recv(65536) for _ in sent]
+    assert got == sent
+    if sys.platform == "linux":
+        assert quietPort.gso  # the kernel took the segments: GSO was used
+
+
+class RefusingSocket:
+    """A socket whose ``sendmsg`` fails as a kernel without UDP GSO does."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+
+    def sendmsg(self, *args: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_quiet_port_without_gso_sends_one_by_one(quietPort, bigReceiver):
+    quietPort.socket = RefusingSocket(quietPort.socket)
+    quietPort.gso = True
+    sent = datagrams([1432] * 20 + [9])
+    quietPort.writeDatagrams(sent, bigReceiver.getsockname())
+    assert [bigReceiver.recv(65536) for _ in sent] == sent
+    assert not quietPort.gso
+    quietPort.socket = quietPort.socket.real

@@ -15,7 +15,7 @@ from typing import Any
 
 from zope.interface import Interface, implementer
 
-from ctftp.logs import logger
+from ctftp.logs import logger, structuredFieldsWanted
 from ctftp.sidecar import SidecarWriter, sidecarLine
 
 __all__ = [
@@ -47,6 +47,8 @@ def quoteName(name: str) -> str:
     were not UTF-8 (surrogate-escaped on decoding) are written as ``\\xNN``,
     so a line never breaks and never lies about the name.
     """
+    if name.isprintable() and '"' not in name and "\\" not in name:
+        return name  # nothing to escape: most names (a tenth of the cost of translate)
     out = name.translate(_ESCAPES)
     if out.isprintable():
         return out
@@ -148,7 +150,10 @@ class LogEventObserver:
     """ctftp's ``EVENT ...`` lines in the central log.
 
     The log event carries the SPEC section 8 object as its ``event`` field, so
-    an embedding application (or ``log_format=json``) gets the structure.
+    an embedding application (or ``log_format=json``) gets the structure. It
+    is built only when something can see it (``structuredFieldsWanted``):
+    the text line does not need it, and it was a tenth of the cost of
+    logging a small transfer.
     """
 
     _FORMAT = (
@@ -159,6 +164,7 @@ class LogEventObserver:
         self.server = server or socket.gethostname()
 
     def _emit(self, record: TransferRecord) -> None:
+        structured = {"event": record.asEvent(self.server)} if structuredFieldsWanted() else {}
         _log.info(
             self._FORMAT,
             type=record.type,
@@ -167,7 +173,7 @@ class LogEventObserver:
             bytes=record.bytes,
             status=record.status,
             msg=record.message,
-            event=record.asEvent(self.server),
+            **structured,
         )
 
     def transferStarted(self, record: TransferRecord) -> None:

@@ -11,11 +11,10 @@ swallowed and reported at most once a minute.
 from __future__ import annotations
 
 import os
-import time
 
 from twisted.internet.interfaces import IReactorTime
 
-from ctftp.logs import logger
+from ctftp.logs import localSecond, logger
 
 __all__ = ["SidecarWriter", "sidecarLine"]
 
@@ -24,10 +23,6 @@ WARNING_INTERVAL = 60.0
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _log = logger("ctftp.sidecar")
-
-
-def _localSecond(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(timestamp))
 
 
 def sidecarLine(
@@ -50,7 +45,7 @@ def sidecarLine(
     if ";" in message or "\n" in message or "\r" in message:
         message = message.replace(";", ",").replace("\r", " ").replace("\n", " ")
     return (
-        f"{_localSecond(start)};{_localSecond(end)};{clientIP};{clientPort};"
+        f"{localSecond(start)};{localSecond(end)};{clientIP};{clientPort};"
         f"{nbytes};{status};{message}\n"
     )
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import random
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import error, reactor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import capturedLogs
 
+from ctftp import logs
+from ctftp.events import LogEventObserver, TransferRecord, quoteName
 from ctftp.packets import decode, encodeAck
 from ctftp.sources import IReadFile, LocalFile, LocalFileSource
 from ctftp.testing import MemoryDatagramPort
@@ -286,3 +291,110 @@ def test_quiet_port_without_gso_sends_one_by_one(quietPort, bigReceiver):
     assert [bigReceiver.recv(65536) for _ in sent] == sent
     assert not quietPort.gso
     quietPort.socket = quietPort.socket.real
+
+
+# -- the EVENT line's SPEC 8 object is built only when it can be seen -------
+
+
+@pytest.fixture
+def endedRecord() -> TransferRecord:
+    record = TransferRecord(
+        op="read",
+        filename='SEP0001"x.cnf.xml',
+        mode="octet",
+        clientHost="192.168.10.50",
+        clientPort=40000,
+        listener="0.0.0.0:69",
+        start=1764670561.204,
+        resolved="SEP0001.cnf.xml",
+        bytes=3456,
+        blksize=1428,
+    )
+    record.status, record.message, record.end = "ok", "transfer_complete", 1764670561.311
+    return record
+
+
+@pytest.fixture
+def logSetup(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    def configure(logFormat: str) -> Path:
+        logs.configure(str(tmp_path), "info", logFormat)
+        return tmp_path / logs.LOG_FILE_NAME
+
+    yield configure
+    if logs._current is not None:
+        logs._current.close()
+
+
+EVENT_LINE = (
+    'EVENT type=1 client=192.168.10.50:40000 file="SEP0001\\"x.cnf.xml" bytes=3456'
+    " status=ok msg=transfer_complete"
+)
+
+
+def test_text_log_alone_gets_the_same_line_without_the_object(logSetup, endedRecord):
+    path = logSetup("text")
+    assert not logs.structuredFieldsWanted()
+    LogEventObserver("host-a").transferEnded(endedRecord)
+    [line] = path.read_text().splitlines()
+    assert line.endswith("] [INFO] " + EVENT_LINE)
+
+
+def test_json_log_gets_the_object(logSetup, endedRecord):
+    path = logSetup("json")
+    assert logs.structuredFieldsWanted()
+    LogEventObserver("host-a").transferEnded(endedRecord)
+    [line] = path.read_text().splitlines()
+    written = json.loads(line)
+    assert written["message"] == EVENT_LINE
+    assert written["event"] == endedRecord.asEvent("host-a")
+
+
+def test_an_observer_on_the_publisher_gets_the_object(logSetup, endedRecord):
+    path = logSetup("text")
+    seen: list[dict[str, Any]] = []
+    logs.publisher.addObserver(seen.append)
+    try:
+        assert logs.structuredFieldsWanted()
+        LogEventObserver("host-a").transferEnded(endedRecord)
+    finally:
+        logs.publisher.removeObserver(seen.append)
+    assert not logs.structuredFieldsWanted()
+    [logged] = seen
+    assert logged["event"] == endedRecord.asEvent("host-a")
+    assert path.read_text().splitlines()[0].endswith(EVENT_LINE)
+
+
+def test_without_log_dir_the_global_publisher_gets_the_object(endedRecord):
+    assert logs.structuredFieldsWanted()  # unconfigured: everything is forwarded
+    with capturedLogs() as captured:
+        LogEventObserver("host-a").transferEnded(endedRecord)
+    [logged] = [e for e in captured if e.get("log_namespace") == "ctftp.events"]
+    assert logged["event"] == endedRecord.asEvent("host-a")
+
+
+# -- quoteName returns a plain name as it is ---------------------------------
+
+
+def slowQuoteName(name: str) -> str:
+    """quoteName without its shortcut for names with nothing to escape."""
+    out = name.translate({ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 13: "\\r", 9: "\\t"})
+    return "".join(
+        c
+        if c.isprintable()
+        else f"\\x{ord(c) - 0xDC00:02x}"
+        if 0xDC80 <= ord(c) <= 0xDCFF
+        else f"\\x{ord(c):02x}"
+        if ord(c) < 0x100
+        else f"\\u{ord(c):04x}"
+        for c in out
+    )
+
+
+@settings(max_examples=300)
+@given(
+    st.text()
+    | st.binary().map(lambda b: b.decode("utf-8", "surrogateescape"))
+    | st.sampled_from(["SEP000000000123.cnf.xml", 'a"b', "a\\b", "a\tb", "pxelinux.cfg/01-aa"])
+)
+def test_quote_name_is_the_escaping_it_was(name):
+    assert quoteName(name) == slowQuoteName(name)

@@ -1,8 +1,11 @@
-"""Measure ctftp against tftpd-hpa and atftpd on loopback, in the same run.
+"""Measure ctftp against tftpd-hpa, atftpd and dnsmasq on loopback, in the same run.
 
-Each server gets its own port on 127.0.0.1 and the same folder of files; each
-scenario runs against each server in turn (interleaved, so drift hits all
-alike), and a table of medians is printed at the end. See benchmarks/README.md.
+Each server gets its own port on 127.0.0.1 and the same folder of files
+(dnsmasq serves TFTP on port 69 only: it runs in a network namespace of its
+own, with the load generator); each scenario runs against each server in turn
+(interleaved, so drift hits all alike). A table of medians is printed at the
+end, then ctftp's ratios to the anchors against the targets of issue 8. See
+benchmarks/README.md.
 
     python benchmarks/run.py                      # everything found, 64 MiB bulk
     python benchmarks/run.py --bulk-mib 8 --repeat 3 --servers ctftp,atftpd
@@ -43,6 +46,10 @@ STORM_PATTERN = "SEP%012d.cnf.xml"
 STORM_FILE = "sample-4k.bin"
 BULK_FILE = "bulk.bin"
 PARALLEL_FILE = "parallel-16m.bin"
+INFLIGHT_FILE = "inflight-64k.bin"
+INFLIGHT = 1000
+#: The C servers ctftp is compared with (issue 8's anchors).
+ANCHORS = ("tftpd-hpa", "atftpd", "dnsmasq")
 
 
 # --------------------------------------------------------------------------
@@ -114,6 +121,15 @@ def scenarios(args: argparse.Namespace) -> dict[str, Scenario]:
             concurrency=10,
             blksize=1428,
         ),
+        "inflight": Scenario(
+            "inflight",
+            f"{INFLIGHT:,} x 64 KiB all at once, blksize 512",
+            INFLIGHT_FILE,
+            INFLIGHT_FILE,
+            total=INFLIGHT,
+            concurrency=INFLIGHT,
+            blksize=512,
+        ),
     }
 
 
@@ -128,6 +144,8 @@ def make_files(root: Path, args: argparse.Namespace, wanted: Sequence[Scenario])
         files[BULK_FILE] = args.bulk_mib * 1024 * 1024
     if "d" in keys:
         files[PARALLEL_FILE] = 16 * 1024 * 1024
+    if "inflight" in keys:
+        files[INFLIGHT_FILE] = 64 * 1024
     for name, size in files.items():
         (root / name).write_bytes(rng.randbytes(size))
     if "a" in keys:
@@ -149,8 +167,25 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def answers(port: int, timeout: float = 0.25) -> bool:
+PROBE = """
+import socket, struct, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.settimeout(0.25)
+    request = struct.pack("!H", 1) + b"bench-probe-missing\\0octet\\0"
+    s.sendto(request, ("127.0.0.1", int(sys.argv[1])))
+    try:
+        data, _ = s.recvfrom(2048)
+    except OSError:
+        sys.exit(1)
+sys.exit(data[:2] != struct.pack("!H", 5))
+"""
+
+
+def answers(port: int, timeout: float = 0.25, netns: str | None = None) -> bool:
     """True when an RRQ for a missing name gets an ERROR back."""
+    if netns is not None:
+        probe = ["ip", "netns", "exec", netns, sys.executable, "-c", PROBE, str(port)]
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.sendto(struct.pack("!H", 1) + b"bench-probe-missing\0octet\0", ("127.0.0.1", port))
@@ -172,8 +207,21 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     clear_refs_ok: bool = True
     counts_cpu: bool = True  # False when the work happens in processes not measured
+    netns: str | None = None  # a network namespace of its own (dnsmasq), created here
+
+    @property
+    def load_prefix(self) -> list[str]:
+        """What the load generator's command line starts with: ``ip netns exec``."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def start(self) -> None:
+        if self.netns:
+            subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+            subprocess.run(
+                ["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"],
+                check=True,
+                capture_output=True,
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         output = self.workdir / f"{self.name}.out"
         with output.open("wb") as out:
@@ -188,7 +236,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            if answers(self.port):
+            if answers(self.port, netns=self.netns):
                 return
             time.sleep(0.05)
         self.stop()
@@ -198,44 +246,61 @@ class Server:
         )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.netns:
+            subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
+    def processes(self) -> list[int]:
+        """The server's process and its live descendants (ctftp's workers)."""
+        found, pending = [], [self.pid]
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError, ValueError):
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                pending.extend(int(child) for child in children)
+        return found
+
     def reset_peak(self) -> None:
         """Reset VmHWM so the next reading is the peak of one scenario (Linux >= 4.0)."""
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        except OSError:
-            self.clear_refs_ok = False
+        for pid in self.processes():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                self.clear_refs_ok = False
 
     def peak_rss_mb(self) -> float | None:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
+        """The highest VmHWM of the server's processes (the target is per process)."""
+        peaks = []
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks) if peaks else None
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU of the process and its reaped children."""
+        """User + system CPU of the server's processes and their reaped children."""
         if not self.counts_cpu:
             return None
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-            return ticks / os.sysconf("SC_CLK_TCK")
-        return None
+        ticks = 0
+        for pid in self.processes():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ticks += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def find_program(explicit: str | None, names: Sequence[str], paths: Sequence[str]) -> str | None:
@@ -248,13 +313,15 @@ def find_program(explicit: str | None, names: Sequence[str], paths: Sequence[str
     return next((p for p in paths if os.access(p, os.X_OK)), None)
 
 
-def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path) -> Server:
+def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path, workers: int = 1) -> Server:
     port = free_udp_port()
     config = {
         "root_dir": str(root),
         "listeners": f"127.0.0.1:{port}",
         "log_dir": str(workdir / "ctftp-logs"),
     }
+    if workers > 1:
+        config["workers"] = str(workers)
     for item in args.ctftp_set:
         key, _, value = item.partition("=")
         config[key.strip()] = value.strip()
@@ -266,7 +333,10 @@ def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path) -> Server:
     note = "central log in log_dir, other keys at their defaults"
     if args.ctftp_set:
         note += " except " + ", ".join(args.ctftp_set)
-    return Server("ctftp", argv, port, workdir, workdir, note=note)
+    name = "ctftp" if workers == 1 else f"ctftp-w{workers}"
+    if workers > 1:
+        note += f"; workers={workers}: CPU summed and peak RSS the highest over its processes"
+    return Server(name, argv, port, workdir, workdir, note=note)
 
 
 def hpa_server(path: str, root: Path, workdir: Path) -> Server:
@@ -292,12 +362,41 @@ def atftpd_server(path: str, root: Path, workdir: Path) -> Server:
     return Server("atftpd", argv, port, workdir, workdir)
 
 
+def netns_permitted(name: str) -> str | None:
+    """None when ``ip netns add`` works here (it is then removed), else why not."""
+    if shutil.which("ip") is None:
+        return "no ip command"
+    result = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    if result.returncode != 0:
+        return result.stderr.decode(errors="replace").strip() or "ip netns add failed"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    return None
+
+
+def dnsmasq_server(path: str, root: Path, workdir: Path) -> Server:
+    """dnsmasq's TFTP server answers on port 69 only: a namespace of its own,
+    where the load generator runs too. DNS off, at most 2,000 transfers at
+    once (its default of 50 would refuse most of a storm)."""
+    netns = f"ctftp-bench-{os.getpid()}"
+    argv = ["ip", "netns", "exec", netns, path, "--keep-in-foreground", "--conf-file=/dev/null"]
+    argv += ["--no-resolv", "--no-hosts", "--port=0", "--enable-tftp", f"--tftp-root={root}"]
+    argv += ["--tftp-max=2000", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file="]
+    argv += [f"--log-facility={workdir / 'dnsmasq.log'}"]
+    if os.geteuid() != 0:
+        argv.append(f"--user={getpass.getuser()}")
+    note = f"port 69 in network namespace {netns}, with the load generator"
+    return Server("dnsmasq", argv, 69, workdir, workdir, note=note, netns=netns)
+
+
 def servers(args: argparse.Namespace, root: Path, workdir: Path) -> list[Server]:
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     found: list[Server] = []
     for name in chosen:
         if name == "ctftp":
             found.append(ctftp_server(args, root, workdir / "ctftp"))
+        elif name.startswith("ctftp-w") and name[7:].isdigit():
+            workers = int(name[7:])
+            found.append(ctftp_server(args, root, workdir / name, workers=workers))
         elif name == "tftpd-hpa":
             path = find_program(args.in_tftpd, ["in.tftpd"], ["/usr/sbin/in.tftpd"])
             if path:
@@ -314,8 +413,22 @@ def servers(args: argparse.Namespace, root: Path, workdir: Path) -> list[Server]
                 found.append(atftpd_server(path, root, workdir / "atftpd"))
             else:
                 print("# atftpd not found (give --atftpd PATH): skipped", file=sys.stderr)
+        elif name == "dnsmasq":
+            path = find_program(args.dnsmasq, ["dnsmasq"], ["/usr/sbin/dnsmasq"])
+            why = netns_permitted(f"ctftp-bench-probe-{os.getpid()}") if path else None
+            if path is None:
+                print("# dnsmasq not found: skipped", file=sys.stderr)
+            elif why is not None:
+                print(
+                    f"# dnsmasq skipped: it needs port 69 in a network namespace ({why})",
+                    file=sys.stderr,
+                )
+            else:
+                found.append(dnsmasq_server(path, root, workdir / "dnsmasq"))
         else:
-            raise SystemExit(f"unknown server {name!r}: ctftp, tftpd-hpa, atftpd")
+            raise SystemExit(
+                f"unknown server {name!r}: ctftp, ctftp-wN, tftpd-hpa, atftpd, dnsmasq"
+            )
     return found
 
 
@@ -364,7 +477,8 @@ def load_command(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str
 def run_load(
     command: list[str], server: Server, scenario: Scenario, root: Path, limit: float
 ) -> dict[str, Any]:
-    argv = [*command, "--host", "127.0.0.1", "--port", str(server.port), *scenario.load_args()]
+    argv = [*server.load_prefix, *command, "--host", "127.0.0.1", "--port", str(server.port)]
+    argv += scenario.load_args()
     argv += ["--verify", str(root / scenario.verify), "--duration-limit", str(int(limit))]
     result = subprocess.run(
         argv, capture_output=True, timeout=limit + 60, check=False, stdin=subprocess.DEVNULL
@@ -392,6 +506,7 @@ class Cell:
     reasons: dict[str, int] = field(default_factory=dict)
     rss: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    cpu_per_k: list[float] = field(default_factory=list)  # CPU s per 1,000 transfers
 
     def add(self, result: dict[str, Any], rss: float | None, cpu: float | None) -> None:
         self.rates.append(float(result["transfers_per_s"]))
@@ -404,6 +519,8 @@ class Cell:
             self.rss.append(rss)
         if cpu is not None:
             self.cpu.append(cpu)
+            if result.get("ok"):
+                self.cpu_per_k.append(cpu * 1000 / int(result["ok"]))
 
 
 def median(values: list[float]) -> float | None:
@@ -433,6 +550,87 @@ def table(cells: dict[tuple[str, str], Cell], order: list[tuple[str, str]]) -> s
     return "\n".join(rows)
 
 
+# Issue 8's targets, each a ratio of a ctftp figure to an anchor's of the same run.
+RSS_LIMIT_MB = 40.0
+
+
+def targets(cells: dict[tuple[str, str], Cell], names: list[str]) -> str:
+    """A table of ctftp against the anchors, target by target (see issue 8)."""
+    ctftps = [n for n in names if n.startswith("ctftp")]
+    anchors = [n for n in names if n in ANCHORS]
+    rows = [
+        "| target | ctftp | ctftp value | anchor | anchor value | ratio | goal | met |",
+        "|---|---|---:|---|---:|---:|---|---|",
+    ]
+
+    def value(server: str, scenario: str, metric: str) -> float | None:
+        cell = cells.get((server, scenario))
+        return median(getattr(cell, metric)) if cell is not None else None
+
+    def row(
+        title: str,
+        server: str,
+        scenario: str,
+        metric: str,
+        anchor: str | None,
+        goal: float | None,
+        higher_is_better: bool = True,
+    ) -> None:
+        mine = value(server, scenario, metric)
+        theirs = value(anchor, scenario, metric) if anchor else None
+        if mine is None or (anchor and theirs is None):
+            return
+        ratio = mine / theirs if theirs else None
+        if goal is None:
+            goal_text, met = "reported", "-"
+        elif ratio is None:
+            goal_text, met = "-", "-"
+        elif higher_is_better:
+            goal_text, met = f">= {goal:g}", "yes" if ratio >= goal else "no"
+        else:
+            goal_text, met = f"<= {goal:g}", "yes" if ratio <= goal else "no"
+        rows.append(
+            f"| {title} | {server} | {fmt(mine, 2)} | {anchor or '-'} | {fmt(theirs, 2)} "
+            f"| {fmt(ratio, 2)} | {goal_text} | {met} |"
+        )
+
+    def best(scenario: str, metric: str, among: Sequence[str]) -> str | None:
+        measured = [(value(a, scenario, metric), a) for a in among]
+        present = [(v, a) for v, a in measured if v is not None]
+        return max(present)[1] if present else None
+
+    for server in ctftps:
+        for anchor in ("atftpd", "dnsmasq"):
+            if anchor in anchors:
+                row("a: transfers/s", server, "a", "rates", anchor, 1)
+                row("a: p99 latency ms", server, "a", "p99", anchor, 1, higher_is_better=False)
+    for server in ctftps:
+        if "atftpd" in anchors:
+            row("c3: MB/s", server, "c3", "mbps", "atftpd", 1.5)
+        for scenario in ("c2", "d"):
+            row(f"{scenario}: MB/s", server, scenario, "mbps", best(scenario, "mbps", anchors), 1)
+        if "dnsmasq" in anchors:
+            row("a: CPU s per 1,000 transfers", server, "a", "cpu_per_k", "dnsmasq", None)
+    for server in ctftps:
+        for scenario in ("a", "c2", "c3", "d", "inflight"):
+            cell = cells.get((server, scenario))
+            if cell is None:
+                continue
+            failures = cell.failures
+            rows.append(
+                f"| {scenario}: failed transfers | {server} | {failures} | - | - | - | 0 "
+                f"| {'yes' if failures == 0 else 'no'} |"
+            )
+        cell = cells.get((server, "a"))
+        if cell is not None and cell.rss:
+            rss = max(cell.rss)
+            rows.append(
+                f"| a: peak RSS MB per process | {server} | {fmt(rss)} | - | - | - "
+                f"| <= {RSS_LIMIT_MB:g} | {'yes' if rss <= RSS_LIMIT_MB else 'no'} |"
+            )
+    return "\n".join(rows)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -456,11 +654,17 @@ def machine() -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="TFTP read benchmarks: ctftp, tftpd-hpa and atftpd on loopback."
+        description="TFTP read benchmarks: ctftp, tftpd-hpa, atftpd and dnsmasq on loopback."
     )
-    parser.add_argument("--servers", default="ctftp,tftpd-hpa,atftpd", help="comma list")
     parser.add_argument(
-        "--scenarios", default="a,c2,c3", help="comma list of a, c1, c2, c3, d (default a,c2,c3)"
+        "--servers",
+        default="ctftp,ctftp-w2,tftpd-hpa,atftpd,dnsmasq",
+        help="comma list of ctftp, ctftp-wN (workers=N), tftpd-hpa, atftpd, dnsmasq",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="a,c2,c3,d,inflight",
+        help="comma list of a, c1, c2, c3, d, inflight (default a,c2,c3,d,inflight)",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of each; the table shows medians"
@@ -478,6 +682,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH_DIR)
     parser.add_argument("--atftpd", help="path of atftpd (default: PATH, /usr/sbin)")
     parser.add_argument("--in-tftpd", help="path of tftpd-hpa's in.tftpd")
+    parser.add_argument("--dnsmasq", help="path of dnsmasq (default: PATH, /usr/sbin)")
     parser.add_argument("--twistd", help="twistd that has ctftp (default: beside this Python)")
     parser.add_argument(
         "--ctftp-set",
@@ -583,6 +788,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in notes:
             print(f"\n_{note}_", end="")
         print()
+        names = [s.name for s in running]
+        if any(n.startswith("ctftp") for n in names) and any(n in ANCHORS for n in names):
+            print("\nctftp against the anchors (issue 8's targets; ratio = ctftp / anchor):\n")
+            print(targets(cells, names))
         if args.json:
             args.json.write_text(json.dumps(raw, indent=1) + "\n")
         failed = any(cell.failures for cell in cells.values())

@@ -189,7 +189,8 @@ class TFTPServer:
             # after its final ACK). What it sent before this request may still
             # wait in the transfer's socket: read it first, so that a final
             # ACK or an ERROR 8 ends the transfer as it should.
-            drain = getattr(running.transport, "doRead", None)
+            transport = running.transport
+            drain = getattr(transport, "readQueued", None) or getattr(transport, "doRead", None)
             if drain is not None:
                 drain()
             if self.active.get(key) is running:

@@ -78,6 +78,36 @@ class QuietPort(udp.Port):
             if se.errno != errno.ECONNREFUSED:  # an earlier ICMP error: ignored, as Twisted does
                 raise
 
+    def doRead(self) -> None:
+        """Read one datagram.
+
+        ``udp.Port.doRead`` reads until the socket is empty, which on a
+        transfer's port (one ACK per window) costs a ``recvfrom`` that fails
+        with EAGAIN, and its exception, after every ACK. The reactor polls
+        level-triggered, so it calls again at once while datagrams wait;
+        :meth:`readQueued` still reads all of them when that is the point.
+        """
+        try:
+            data, addr = self.socket.recvfrom(self.maxPacketSize)
+        except OSError as se:
+            if se.errno in udp._sockErrReadIgnore:
+                return
+            if se.errno in udp._sockErrReadRefuse:
+                if self._connectedAddr:
+                    self.protocol.connectionRefused()
+                return
+            raise
+        if self.addressFamily == socket.AF_INET6:
+            addr = addr[:2]
+        try:
+            self.protocol.datagramReceived(data, addr)
+        except BaseException:
+            log.err()
+
+    def readQueued(self) -> None:
+        """Read every datagram waiting in the socket now (``udp.Port.doRead``)."""
+        udp.Port.doRead(self)
+
     #: Whether :meth:`writeDatagrams` tries UDP GSO; off for good on this port
     #: once the kernel or the route refuses it.
     gso = sys.platform == "linux"

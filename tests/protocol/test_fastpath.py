@@ -10,6 +10,7 @@ import errno
 import itertools
 import json
 import random
+import select
 import socket
 import struct
 import sys
@@ -71,6 +72,37 @@ def test_quiet_port_connected_write_is_twisteds(quietPort, receiver):
     quietPort.connect(host, port)
     quietPort.write(b"connected")
     assert receiver.recv(100) == b"connected"
+
+
+class Recording(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((datagram, addr))
+
+
+def test_quiet_port_reads_one_datagram_a_call_and_read_queued_reads_all(receiver):
+    protocol = Recording()
+    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
+    port.startListening()
+    try:
+        target = ("127.0.0.1", port.getHost().port)
+        for n in range(3):
+            receiver.sendto(b"ack %d" % n, target)
+        wait = select.poll()
+        wait.register(port.socket, select.POLLIN)
+        assert wait.poll(5000)
+        port.doRead()
+        assert protocol.received == [(b"ack 0", receiver.getsockname())]
+        port.readQueued()
+        assert [d for d, _ in protocol.received] == [b"ack 0", b"ack 1", b"ack 2"]
+        port.doRead()  # nothing waits: no exception, nothing delivered
+        port.readQueued()
+        assert len(protocol.received) == 3
+    finally:
+        port.stopReading()
+        port.connectionLost()
 
 
 # -- LocalFile: blocks of every size, in order -----------------------------

@@ -31,7 +31,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from ctftp.config import KEYS, ServerConfig
+from ctftp.config import ServerConfig
 from ctftp.server import TFTPServer
 from ctftp.sources import LocalFileSource
 from ctftp.systemd import SocketActivatedListeners
@@ -55,50 +55,6 @@ from ._support import (
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
 
-def _wired() -> bool:
-    """True once ``makeService`` adopts passed sockets for ``systemd=true``
-    (the key alone is not enough: the service must use it)."""
-    if "systemd" not in KEYS:
-        return False
-    from ctftp.service import makeService
-    from ctftp.testing import MemoryUDPReactor
-
-    config = ServerConfig(root_dir=str(REPO_ROOT), systemd=True)  # type: ignore[call-arg]
-    pending = list(makeService(config, reactor=MemoryUDPReactor()))
-    while pending:
-        child = pending.pop()
-        if isinstance(child, SocketActivatedListeners):
-            return True
-        pending.extend(getattr(child, "services", []))
-    return False
-
-
-WIRED = _wired()
-
-SERVER_SCRIPT = """\
-import sys
-from twisted.internet import reactor
-from ctftp.config import ServerConfig
-from ctftp.systemd import listenFds, notifyReady, notifyStopping
-from ctftp.workers import serviceOnSockets
-
-config = ServerConfig.fromFile(sys.argv[1])
-service = serviceOnSockets(config, listenFds(), reactor=reactor)
-
-def start():
-    service.startService()
-    notifyReady()
-
-def stop():
-    notifyStopping()
-    return service.stopService()
-
-reactor.callWhenRunning(start)
-reactor.addSystemEventTrigger("before", "shutdown", stop)
-reactor.run()
-"""
-
-#: What systemd-socket-activate does, for machines without it.
 ACTIVATE_SCRIPT = """\
 import fcntl, os, socket, sys
 addresses, command = sys.argv[1].split(","), sys.argv[2:]
@@ -228,15 +184,11 @@ def notifySocket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
-def serverCommand(tmp_path: Path, config: Path) -> list[str]:
-    if WIRED:
-        script = Path(sys.executable).with_name("ctftp")
-        if script.exists():
-            return [str(script), str(config)]  # what ExecStart runs
-        return [*twistd_command(), "-n", "--pidfile=", "ctftp", "--config", str(config)]
-    launcher = tmp_path / "serve.py"
-    launcher.write_text(SERVER_SCRIPT)
-    return [sys.executable, str(launcher), str(config)]
+def serverCommand(config: Path) -> list[str]:
+    script = Path(sys.executable).with_name("ctftp")
+    if script.exists():
+        return [str(script), str(config)]  # what ExecStart runs
+    return [*twistd_command(), "-n", "--pidfile=", "ctftp", "--config", str(config)]
 
 
 def activateCommand(
@@ -261,37 +213,10 @@ def activateCommand(
     return [sys.executable, str(script), ",".join(addresses)]
 
 
-def snapshotWired() -> bool:
-    """True when ``import ctftp`` keeps the passed sockets even without
-    LISTEN_FDNAMES, i.e. ``ctftp/__init__.py`` imports ``ctftp.systemd`` before
-    anything imports ``twisted.internet.endpoints`` (which drops them)."""
-    wrapper = (
-        "import os, socket, sys\n"
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0))\n"
-        "os.dup2(s.fileno(), 3, inheritable=True); os.set_inheritable(3, True)\n"
-        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
-        "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])\n"
-    )
-    check = "import ctftp, ctftp.systemd as s\nprint(s.listenFds())"
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper, check],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return result.stdout.strip() == "[3]"
-
-
 @pytest.mark.parametrize("names", [True, False], ids=["fdnames", "no-fdnames"])
 def test_socket_activation_serves_real_clients(
     tmp_path: Path, notifySocket: socket.socket, names: bool
 ) -> None:
-    if not names and not snapshotWired():
-        pytest.skip(
-            "without LISTEN_FDNAMES the sockets survive `import ctftp` only once"
-            " ctftp/__init__.py imports ctftp.systemd first (lead's wiring)"
-        )
     need("curl")
     data = random.Random(7).randbytes(300_000)
     root = tmp_path / "root"
@@ -305,9 +230,8 @@ def test_socket_activation_serves_real_clients(
         "log_dir": str(logDir),
         "listeners": f"127.0.0.1:{unused}",
         "timeout_sec": "1",
+        "systemd": "true",
     }
-    if WIRED:
-        values["systemd"] = "true"
     config = write_config(tmp_path / "ctftp.conf", values)
     six = ipv6_loopback_available()
     addresses = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if six else [])
@@ -318,7 +242,7 @@ def test_socket_activation_serves_real_clients(
     }
     if "PYTHONPATH" in os.environ:  # systemd-socket-activate passes only what it is given
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    cmd = activateCommand(tmp_path, addresses, env, names) + serverCommand(tmp_path, config)
+    cmd = activateCommand(tmp_path, addresses, env, names) + serverCommand(config)
     out = tmp_path / "server.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(

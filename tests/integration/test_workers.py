@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,56 +43,9 @@ from ._support import (
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
 
-def _wired() -> bool:
-    """True once ``makeService`` runs a WorkerSupervisor for ``workers=2``
-    (the key alone is not enough: the service must use it)."""
-    if "workers" not in KEYS:
-        return False
-    from ctftp.service import makeService
-    from ctftp.testing import MemoryUDPReactor
-
-    config = ServerConfig(root_dir=str(Path(__file__).parent), workers=2)  # type: ignore[call-arg]
-    pending = list(makeService(config, reactor=MemoryUDPReactor()))
-    while pending:
-        child = pending.pop()
-        if isinstance(child, WorkerSupervisor):
-            return True
-        pending.extend(getattr(child, "services", []))
-    return False
-
-
-WIRED = _wired()
 TFTPLOAD = Path(os.environ.get("CTFTP_TFTPLOAD", "/work/shared/bench/tftpload"))
 NAMES = 20
 SIZE = 4096
-
-LAUNCHER = """\
-import sys
-from twisted.internet import reactor
-from twisted.internet.error import CannotListenError
-from ctftp.config import ServerConfig
-from ctftp.service import ListenerService, makeService
-from ctftp.workers import WorkerSupervisor
-
-config = ServerConfig.fromFile(sys.argv[1])
-service = makeService(config, reactor=reactor, installSignalHandlers=True)
-for child in list(service):
-    if isinstance(child, ListenerService):
-        child.disownServiceParent()
-supervisor = WorkerSupervisor(config, reactor, int(sys.argv[2]))
-supervisor.setServiceParent(service)
-reopen = service.reload
-
-def reload():
-    reopen()
-    supervisor.reload()
-
-service.reload = reload
-service.privilegedStartService()
-service.startService()
-reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-reactor.run()
-"""
 
 
 # -- the configuration crosses the process boundary intact -------------------------------
@@ -324,17 +276,11 @@ def workersServer(tmp_path: Path) -> Iterator[Running]:
         "listeners": f"127.0.0.1:{port}",
         "log_format": "json",
         "timeout_sec": "1",
+        "workers": "2",
     }
-    if WIRED:
-        config["workers"] = "2"
     path = write_config(tmp_path / "ctftp.conf", config)
-    if WIRED:
-        cmd = [*twistd_command(), "-n", "--pidfile", str(tmp_path / "twistd.pid"), "ctftp"]
-        cmd += ["--config", str(path)]
-    else:
-        launcher = tmp_path / "launch.py"
-        launcher.write_text(LAUNCHER)
-        cmd = [sys.executable, str(launcher), str(path), "2"]
+    cmd = [*twistd_command(), "-n", "--pidfile", str(tmp_path / "twistd.pid"), "ctftp"]
+    cmd += ["--config", str(path)]
     out = tmp_path / "server.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)

@@ -64,7 +64,31 @@ LOG_FILE_NAME = "ctftp.log"
 #: JSON fields.
 _MARK = "log_ctftp"
 
-publisher = LogPublisher(globalLogPublisher)
+
+class _CountingPublisher(LogPublisher):
+    """A LogPublisher that knows its observers, so the hot path can tell
+    whether anyone beyond ctftp's own observers is listening."""
+
+    def __init__(self, *observers: ILogObserver) -> None:
+        super().__init__(*observers)
+        self._known: list[ILogObserver] = list(observers)
+
+    @property
+    def observerCount(self) -> int:
+        return len(self._known)
+
+    def addObserver(self, observer: ILogObserver) -> None:
+        super().addObserver(observer)
+        if observer not in self._known:
+            self._known.append(observer)
+
+    def removeObserver(self, observer: ILogObserver) -> None:
+        super().removeObserver(observer)
+        if observer in self._known:
+            self._known.remove(observer)
+
+
+publisher = _CountingPublisher(globalLogPublisher)
 """Where all ctftp loggers send their events; see the module docstring."""
 
 #: The observers ``configure`` put on ``publisher``; the global publisher
@@ -114,7 +138,7 @@ def structuredFieldsWanted() -> bool:
     an embedding application added to ``publisher`` make it true.  Building
     such a field only when this is true saves its cost on the hot path.
     """
-    return _fieldsWanted or len(publisher._observers) > len(_installed)
+    return _fieldsWanted or publisher.observerCount > len(_installed)
 
 
 class _LevelLogger(Logger):

@@ -43,7 +43,12 @@ from ._support import (
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
 
-TFTPLOAD = Path(os.environ.get("CTFTP_TFTPLOAD", "/work/shared/bench/tftpload"))
+#: The C load generator of ../shared/bench when built; a Python client otherwise.
+TFTPLOAD = Path(
+    os.environ.get(
+        "CTFTP_TFTPLOAD", Path(__file__).resolve().parents[2].parent / "shared/bench/tftpload"
+    )
+)
 NAMES = 20
 SIZE = 4096
 

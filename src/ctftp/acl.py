@@ -19,7 +19,7 @@ options lead operators to expect:
   not open the door.
 
 A refused client gets no reply at all (an ERROR would confirm that a server is
-there), and at most one log line per interval (:class:`RateLimitedLog`), since
+there), and at most one log line per interval (:class:`ctftp.logs.RateLimitedLog`), since
 a client that is refused retries, and a scanner sends thousands of requests.
 """
 
@@ -27,20 +27,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
 from ctftp.events import formatAddress
-from ctftp.logs import logger
+from ctftp.logs import RateLimitedLog, logger
 
 __all__ = [
     "BadCIDRList",
     "ClientACL",
     "ClientFilter",
     "Network",
-    "RateLimitedLog",
     "formatCIDRList",
     "normaliseCIDRList",
     "parseCIDRList",
@@ -196,45 +194,6 @@ class ClientACL:
         if not self.allow:
             return True
         return any(address in network for network in self.allow)
-
-
-class RateLimitedLog:
-    """At most one line per ``interval`` seconds, saying how many were held back.
-
-    For messages a remote party can trigger at will (refused clients, bad
-    packets): the first one in an interval is logged, the rest are counted,
-    and the next line that is logged carries the count in its
-    ``suppressed`` field and as `` (N similar lines suppressed)``. The clock
-    is an ``IReactorTime`` so that tests run on ``task.Clock``.
-    """
-
-    def __init__(
-        self,
-        log: Logger,
-        clock: IReactorTime,
-        interval: float = 60.0,
-        level: LogLevel = LogLevel.warn,
-    ) -> None:
-        self.log = log
-        self.clock = clock
-        self.interval = interval
-        self.level = level
-        self.suppressed = 0
-        self._last: float | None = None
-
-    def __call__(self, format: str, **fields: Any) -> bool:
-        """Log ``format`` with ``fields`` unless a line went out less than
-        ``interval`` ago; return whether it was logged."""
-        now = self.clock.seconds()
-        if self._last is not None and now - self._last < self.interval:
-            self.suppressed += 1
-            return False
-        suppressed, self.suppressed = self.suppressed, 0
-        self._last = now
-        if suppressed:
-            format += " ({suppressed} similar lines suppressed)"
-        self.log.emit(self.level, format, suppressed=suppressed, **fields)
-        return True
 
 
 class ClientFilter:

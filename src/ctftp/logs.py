@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
@@ -46,6 +47,7 @@ __all__ = [
     "LEVELS",
     "LogFile",
     "LogSetup",
+    "RateLimitedLog",
     "configure",
     "formatJSONLine",
     "formatTextLine",
@@ -567,3 +569,52 @@ def configure(logDir: str, level: str, logFormat: str) -> LogSetup:
     _replaceObservers([observer], LEVELS[level], fieldsWanted=logFormat == "json" or not logDir)
     _current = LogSetup(observer, errorObserver, logFile)
     return _current
+
+
+class RateLimitedLog:
+    """At most one line per ``interval`` seconds, saying how many were held back.
+
+    For messages a remote party can trigger at will (refused clients, bad
+    packets): the first one in an interval is logged, the rest are counted,
+    and the next line that is logged carries the count in its
+    ``suppressed`` field and as `` (N similar lines suppressed)``. The clock
+    is an ``IReactorTime`` so that tests run on ``task.Clock``.
+    """
+
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        interval: float = 60.0,
+        level: LogLevel = LogLevel.warn,
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.interval = interval
+        self.level = level
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def __call__(self, format: str, **fields: Any) -> bool:
+        """Log ``format`` with ``fields`` unless a line went out less than
+        ``interval`` ago; return whether it was logged."""
+        now = self.clock.seconds()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return False
+        suppressed, self.suppressed = self.suppressed, 0
+        self._last = now
+        if suppressed:
+            format += " ({suppressed} similar lines suppressed)"
+        self.log.emit(self.level, format, suppressed=suppressed, **fields)
+        return True
+
+    @property
+    def active(self) -> bool:
+        """Whether a line has gone out (and :meth:`clear` not called since)."""
+        return self._last is not None
+
+    def clear(self) -> None:
+        """The trouble is over: the next line goes out at once."""
+        self._last = None
+        self.suppressed = 0

@@ -14,7 +14,7 @@ import os
 
 from twisted.internet.interfaces import IReactorTime
 
-from ctftp.logs import localSecond, logger
+from ctftp.logs import RateLimitedLog, localSecond, logger
 
 __all__ = ["SidecarWriter", "sidecarLine"]
 
@@ -62,9 +62,7 @@ class SidecarWriter:
     """
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._lastWarning: float | None = None
-        self._suppressed = 0
+        self._warning = RateLimitedLog(_log, clock, WARNING_INTERVAL)
 
     def append(self, filePath: str, line: str) -> None:
         """
@@ -89,17 +87,4 @@ class SidecarWriter:
             self._failed(path, error)
 
     def _failed(self, path: str, error: Exception) -> None:
-        now = self._clock.seconds()
-        last = self._lastWarning
-        if last is not None and now - last < WARNING_INTERVAL:
-            self._suppressed += 1
-            return
-        suppressed, self._suppressed = self._suppressed, 0
-        self._lastWarning = now
-        _log.warn(
-            "cannot write sidecar {path}: {error}"
-            " ({suppressed} failures suppressed since the last warning)",
-            path=path,
-            error=str(error),
-            suppressed=suppressed,
-        )
+        self._warning("cannot write sidecar {path}: {error}", path=path, error=str(error))

@@ -44,7 +44,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ctftp.events import ITransferObserver, TransferRecord
-from ctftp.logs import logger
+from ctftp.logs import RateLimitedLog, logger
 
 __all__ = [
     "HTTPEventSink",
@@ -167,37 +167,16 @@ def eventOf(record: TransferRecord, server: str) -> dict[str, Any]:
 # -- shared helpers ------------------------------------------------------------
 
 
-class _Warning:
-    """One kind of trouble, logged at most once per WARNING_INTERVAL of reactor time.
-
-    A dead receiver fails every event; one line a minute that says how many
-    were suppressed tells the operator as much as thousands of lines would.
-    """
-
-    def __init__(self, clock: Any, format: str) -> None:
-        self._clock = clock
-        self._format = format + " ({suppressed} more suppressed since the last warning)"
-        self._last: float | None = None
-        self._suppressed = 0
-
-    def __call__(self, **fields: Any) -> None:
-        now = self._clock.seconds()
-        if self._last is not None and now - self._last < WARNING_INTERVAL:
-            self._suppressed += 1
-            return
-        suppressed, self._suppressed = self._suppressed, 0
-        self._last = now
-        _log.warn(self._format, suppressed=suppressed, **fields)
-
-    @property
-    def active(self) -> bool:
-        """Whether a warning has been logged (and trouble not yet cleared)."""
-        return self._last is not None
-
-    def clear(self) -> None:
-        """Trouble is over: the next failure is reported at once."""
-        self._last = None
-        self._suppressed = 0
+#: The rate-limited warnings of the sinks (at most one a WARNING_INTERVAL each).
+_SEND_FAILED = "cannot send events to {target}: {error} ({failed} failed so far)"
+_LOOKUP_FAILED = "cannot resolve event_udp host {host}: {error}"
+_DELIVERY_FAILED = (
+    "event delivery to {target} failing: {error}"
+    " ({failed} failed, {dropped} dropped, {queued} queued)"
+)
+_QUEUE_FULL = (
+    "event queue for {target} full ({maxQueue}): oldest events dropped ({dropped} dropped so far)"
+)
 
 
 def _splitHost(host: str) -> str:
@@ -278,10 +257,8 @@ class UDPEventSink:
         self._running = False
         self._lookup = 0  # generation of the newest lookup; older results are ignored
         self._lookupAgain: IDelayedCall | None = None
-        self._sendFailed = _Warning(
-            reactor, "cannot send events to {target}: {error} ({failed} failed so far)"
-        )
-        self._lookupFailed = _Warning(reactor, "cannot resolve event_udp host {host}: {error}")
+        self._sendFailed = RateLimitedLog(_log, reactor, WARNING_INTERVAL)
+        self._lookupFailed = RateLimitedLog(_log, reactor, WARNING_INTERVAL)
 
     @property
     def target(self) -> str:
@@ -350,7 +327,9 @@ class UDPEventSink:
             return
         if not found:
             keeping = f"; still sending to {self.address}" if self.address else ""
-            self._lookupFailed(host=self.host, error=(error or "no address") + keeping)
+            self._lookupFailed(
+                _LOOKUP_FAILED, host=self.host, error=(error or "no address") + keeping
+            )
             if self.address is None:
                 self._lookupAgain = self.reactor.callLater(LOOKUP_RETRY, self._resolve)
             return
@@ -368,7 +347,7 @@ class UDPEventSink:
                     0, _Silent(), interface="::" if family == socket.AF_INET6 else ""
                 )
             except Exception as e:  # no IPv6 on this host, no ports left
-                self._sendFailed(target=self.target, error=str(e), failed=self.failed)
+                self._sendFailed(_SEND_FAILED, target=self.target, error=str(e), failed=self.failed)
                 return
             self._udpFamily = family
         self.address = address
@@ -382,7 +361,9 @@ class UDPEventSink:
             udp.write(encodeEvent(eventOf(record, self.server)), (self.address, self.port))
         except Exception as e:
             self.failed += 1
-            self._sendFailed(target=self.target, error=str(e) or repr(e), failed=self.failed)
+            self._sendFailed(
+                _SEND_FAILED, target=self.target, error=str(e) or repr(e), failed=self.failed
+            )
             return
         self.delivered += 1
 
@@ -596,16 +577,8 @@ class HTTPEventSink:
         self._pumpCall: IDelayedCall | None = None
         self._drainCall: IDelayedCall | None = None
         self._stopped: Deferred[None] | None = None
-        self._deliveryFailed = _Warning(
-            reactor,
-            "event delivery to {target} failing: {error}"
-            " ({failed} failed, {dropped} dropped, {queued} queued)",
-        )
-        self._queueFull = _Warning(
-            reactor,
-            "event queue for {target} full ({maxQueue}): oldest events dropped"
-            " ({dropped} dropped so far)",
-        )
+        self._deliveryFailed = RateLimitedLog(_log, reactor, WARNING_INTERVAL)
+        self._queueFull = RateLimitedLog(_log, reactor, WARNING_INTERVAL)
 
     # -- gauges
 
@@ -721,7 +694,9 @@ class HTTPEventSink:
         if len(self._queue) >= self.maxQueue:
             self._queue.popleft()
             self.dropped += 1
-            self._queueFull(target=self.target, maxQueue=self.maxQueue, dropped=self.dropped)
+            self._queueFull(
+                _QUEUE_FULL, target=self.target, maxQueue=self.maxQueue, dropped=self.dropped
+            )
         self._queue.append(body)
         self._schedulePump()
 
@@ -802,6 +777,7 @@ class HTTPEventSink:
         if not retryable or delivery.failures > self.maxRetries:
             self.failed += 1
             self._deliveryFailed(
+                _DELIVERY_FAILED,
                 target=self.target,
                 error=error,
                 failed=self.failed,

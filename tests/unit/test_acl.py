@@ -15,11 +15,11 @@ from ctftp.acl import (
     BadCIDRList,
     ClientACL,
     ClientFilter,
-    RateLimitedLog,
     formatCIDRList,
     normaliseCIDRList,
     parseCIDRList,
 )
+from ctftp.logs import RateLimitedLog
 
 net = ipaddress.ip_network
 

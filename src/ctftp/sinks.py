@@ -43,7 +43,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ctftp.events import ITransferObserver, TransferRecord
+from ctftp.events import ITransferObserver, TransferRecord, formatAddress
 from ctftp.logs import RateLimitedLog, logger
 
 __all__ = [
@@ -263,7 +263,7 @@ class UDPEventSink:
     @property
     def target(self) -> str:
         """``host:port`` as configured, for log lines."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return formatAddress(self.host, self.port)
 
     def start(self) -> None:
         """Start sending: look the host up (or take the literal) and open a port."""

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -313,7 +314,14 @@ def find_program(explicit: str | None, names: Sequence[str], paths: Sequence[str
     return next((p for p in paths if os.access(p, os.X_OK)), None)
 
 
-def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path, workers: int = 1) -> Server:
+#: ctftp's variants on the command line: ``ctftp``, ``ctftp-w2`` (workers=2),
+#: ``ctftp-p16`` (port_pool=16), ``ctftp-w2-p16``.
+CTFTP_VARIANT = re.compile(r"ctftp(?:-w(\d+))?(?:-p(\d+))?")
+
+
+def ctftp_server(
+    args: argparse.Namespace, root: Path, workdir: Path, name: str, workers: int, pool: int
+) -> Server:
     port = free_udp_port()
     config = {
         "root_dir": str(root),
@@ -322,6 +330,8 @@ def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path, workers: i
     }
     if workers > 1:
         config["workers"] = str(workers)
+    if pool:
+        config["port_pool"] = str(pool)
     for item in args.ctftp_set:
         key, _, value = item.partition("=")
         config[key.strip()] = value.strip()
@@ -333,9 +343,10 @@ def ctftp_server(args: argparse.Namespace, root: Path, workdir: Path, workers: i
     note = "central log in log_dir, other keys at their defaults"
     if args.ctftp_set:
         note += " except " + ", ".join(args.ctftp_set)
-    name = "ctftp" if workers == 1 else f"ctftp-w{workers}"
     if workers > 1:
         note += f"; workers={workers}: CPU summed and peak RSS the highest over its processes"
+    if pool:
+        note += f"; port_pool={pool}"
     return Server(name, argv, port, workdir, workdir, note=note)
 
 
@@ -392,11 +403,10 @@ def servers(args: argparse.Namespace, root: Path, workdir: Path) -> list[Server]
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     found: list[Server] = []
     for name in chosen:
-        if name == "ctftp":
-            found.append(ctftp_server(args, root, workdir / "ctftp"))
-        elif name.startswith("ctftp-w") and name[7:].isdigit():
-            workers = int(name[7:])
-            found.append(ctftp_server(args, root, workdir / name, workers=workers))
+        variant = CTFTP_VARIANT.fullmatch(name)
+        if variant:
+            workers, pool = int(variant.group(1) or 1), int(variant.group(2) or 0)
+            found.append(ctftp_server(args, root, workdir / name, name, workers, pool))
         elif name == "tftpd-hpa":
             path = find_program(args.in_tftpd, ["in.tftpd"], ["/usr/sbin/in.tftpd"])
             if path:
@@ -427,7 +437,7 @@ def servers(args: argparse.Namespace, root: Path, workdir: Path) -> list[Server]
                 found.append(dnsmasq_server(path, root, workdir / "dnsmasq"))
         else:
             raise SystemExit(
-                f"unknown server {name!r}: ctftp, ctftp-wN, tftpd-hpa, atftpd, dnsmasq"
+                f"unknown server {name!r}: ctftp[-wN][-pM], tftpd-hpa, atftpd, dnsmasq"
             )
     return found
 
@@ -659,7 +669,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default="ctftp,ctftp-w2,tftpd-hpa,atftpd,dnsmasq",
-        help="comma list of ctftp, ctftp-wN (workers=N), tftpd-hpa, atftpd, dnsmasq",
+        help="comma list of ctftp, ctftp-wN (workers=N), ctftp-pM (port_pool=M), "
+        "ctftp-wN-pM, tftpd-hpa, atftpd, dnsmasq",
     )
     parser.add_argument(
         "--scenarios",

@@ -131,6 +131,11 @@ def parseMaxConnections(raw: str) -> int:
     return _intIn(raw, 1, None, "expected a whole number 1 or greater")
 
 
+def parsePortPool(raw: str) -> int:
+    """Parse ``port_pool``: 0 (a fresh port per transfer) up to 1024 ports."""
+    return _intIn(raw, 0, 1024, "expected a whole number 0..1024 (0: a fresh port per transfer)")
+
+
 def parseLogLevel(raw: str) -> str:
     """Parse ``log_level``, accepting ``warning`` for ``warn`` as Python users write it."""
     value = raw.strip().lower()
@@ -591,6 +596,12 @@ KEYS: Mapping[str, Key] = _keys(
         parsePortRange,
     ),
     Key(
+        "port_pool",
+        "0",
+        "0: a fresh port per transfer; N: N ports per address shared by transfers",
+        parsePortPool,
+    ),
+    Key(
         "max_connections",
         "1000",
         "concurrent transfers; past it new requests get no reply",
@@ -782,6 +793,7 @@ class ServerConfig:
     refuse_options: frozenset[str] = frozenset()
     options: bool = True
     port_range: tuple[int, int] | None = None
+    port_pool: int = 0
     max_connections: int = 1000
     require_world_readable: bool = False
     event_udp: tuple[str, int] | None = None
@@ -1082,6 +1094,7 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "refuse_options": _typedRefuse,
     "options": _typedBool,
     "port_range": _typedPortRange,
+    "port_pool": _typedInt(parsePortPool),
     "max_connections": _typedInt(parseMaxConnections),
     "require_world_readable": _typedBool,
     "event_udp": _typedAddress(parseEventUDP, _sinkAddress, _EVENT_UDP_EXPECTED),

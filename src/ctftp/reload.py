@@ -17,7 +17,7 @@ __all__ = ["LIVE_KEYS", "ReloadPlan", "planReload"]
 
 #: Keys whose new value takes effect on SIGHUP. The rest (root_dir,
 #: listeners, workers, systemd, metrics_listen, the upload and relay keys,
-#: file_log, port_range) shape the service tree or open sockets and files at
+#: file_log, port_range, port_pool) shape the service tree or open sockets and files at
 #: start-up, so they need a restart.
 LIVE_KEYS = frozenset(
     {

@@ -16,7 +16,6 @@ reply's port as the server's TID, and an ERROR is a complete answer.
 
 from __future__ import annotations
 
-import itertools
 import os.path
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,11 +42,12 @@ from ctftp.packets import (
     decodeRequest,
     encodeError,
 )
+from ctftp.ports import transferPorts
 from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
 from ctftp.resolver import cleanName, resolveExisting
 from ctftp.sources import IReadFile, IReadSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
-from ctftp.udp import MAX_DATAGRAM, WILDCARDS, ListenUDP, transferListener
+from ctftp.udp import WILDCARDS, ListenUDP
 from ctftp.upload import WriteTransfer
 from ctftp.writes import IWriteFile, IWriteSink, WriteRequest, checkUploadSize
 
@@ -122,7 +122,8 @@ class TFTPServer:
         self.source = source
         self.sink = sink
         self.observers = list(observers)
-        self._listenUDP = listenUDP or transferListener(reactor)
+        #: Where transfers get their ports: fresh ones, or ``port_pool``'s.
+        self.ports = transferPorts(config, reactor, listenUDP)
         self.policy = self._policy(config)
         self.active: dict[tuple[ListenerProtocol, Any], UDPTransfer | None] = {}
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
@@ -131,11 +132,6 @@ class TFTPServer:
         #: allow_clients / deny_clients; reload swaps ``clientFilter.acl``.
         self.clientFilter = ClientFilter(
             ClientACL(config.allow_clients, config.deny_clients), reactor
-        )
-        self._ports = (
-            itertools.cycle(range(config.port_range[0], config.port_range[1] + 1))
-            if config.port_range
-            else None
         )
 
     # -- requests ------------------------------------------------------------
@@ -416,26 +412,12 @@ class TFTPServer:
             del self._requests[pending.key]
 
     def _bindTransfer(self, pending: _Pending, transfer: UDPTransfer) -> None:
-        """Open the transfer's port on the address the request came to, so
+        """Give the transfer a port on the address the request came to, so
         that replies leave from it."""
         host = pending.listener.host
         if host in WILDCARDS:
             host = pending.localHost or ("::" if ":" in pending.addr[0] else "")
-        if self._ports is None:
-            self._listenUDP(0, transfer, interface=host, maxPacketSize=MAX_DATAGRAM)
-            return
-        low, high = self.config.port_range  # type: ignore[misc]
-        lastError: CannotListenError | None = None
-        for _ in range(high - low + 1):
-            try:
-                self._listenUDP(
-                    next(self._ports), transfer, interface=host, maxPacketSize=MAX_DATAGRAM
-                )
-                return
-            except CannotListenError as e:
-                lastError = e
-        assert lastError is not None
-        raise lastError
+        self.ports.attach(transfer, pending.addr, host)
 
     # -- endings -------------------------------------------------------------
 
@@ -473,7 +455,8 @@ class TFTPServer:
                 _log.failure("transfer observer {observer} failed", observer=observer)
 
     def stopTransfers(self) -> None:
-        """End every running transfer (service stop)."""
+        """End every running transfer and close the pooled ports (service stop)."""
         for transfer in list(self.active.values()):
             if transfer is not None:
                 transfer.stop(("error", "aborted", None))
+        self.ports.close()

@@ -78,8 +78,13 @@ class QuietPort(udp.Port):
             if se.errno != errno.ECONNREFUSED:  # an earlier ICMP error: ignored, as Twisted does
                 raise
 
+    #: Datagrams one :meth:`doRead` reads at most: 1 on a transfer's own
+    #: port; more on a port that transfers share (``ctftp.ports``), where
+    #: several ACKs wait at once.
+    readBatch = 1
+
     def doRead(self) -> None:
-        """Read one datagram.
+        """Read up to :attr:`readBatch` datagrams.
 
         ``udp.Port.doRead`` reads until the socket is empty, which on a
         transfer's port (one ACK per window) costs a ``recvfrom`` that fails
@@ -87,22 +92,24 @@ class QuietPort(udp.Port):
         level-triggered, so it calls again at once while datagrams wait;
         :meth:`readQueued` still reads all of them when that is the point.
         """
-        try:
-            data, addr = self.socket.recvfrom(self.maxPacketSize)
-        except OSError as se:
-            if se.errno in udp._sockErrReadIgnore:
-                return
-            if se.errno in udp._sockErrReadRefuse:
-                if self._connectedAddr:
-                    self.protocol.connectionRefused()
-                return
-            raise
-        if self.addressFamily == socket.AF_INET6:
-            addr = addr[:2]
-        try:
-            self.protocol.datagramReceived(data, addr)
-        except BaseException:
-            log.err()
+        recvfrom = self.socket.recvfrom
+        for _ in range(self.readBatch):
+            try:
+                data, addr = recvfrom(self.maxPacketSize)
+            except OSError as se:
+                if se.errno in udp._sockErrReadIgnore:
+                    return
+                if se.errno in udp._sockErrReadRefuse:
+                    if self._connectedAddr:
+                        self.protocol.connectionRefused()
+                    return
+                raise
+            if self.addressFamily == socket.AF_INET6:
+                addr = addr[:2]
+            try:
+                self.protocol.datagramReceived(data, addr)
+            except BaseException:
+                log.err()
 
     def readQueued(self) -> None:
         """Read every datagram waiting in the socket now (``udp.Port.doRead``)."""
@@ -257,9 +264,10 @@ def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP, **attributes: A
     return listen
 
 
-def transferListener(reactor: IReactorUDP) -> ListenUDP:
-    """``listenUDP`` for transfer ports on ``reactor``: :class:`QuietPort`."""
-    return _listenWith(QuietPort, reactor)
+def transferListener(reactor: IReactorUDP, *, readBatch: int = 1) -> ListenUDP:
+    """``listenUDP`` for transfer ports on ``reactor``: :class:`QuietPort`,
+    reading up to ``readBatch`` datagrams a wake-up."""
+    return _listenWith(QuietPort, reactor, readBatch=readBatch)
 
 
 def listenerListener(reactor: IReactorUDP, *, v6only: bool = False) -> ListenUDP:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ from ._support import (
     ipv6_loopback_available,
     need,
     run_client,
+    start_server,
     wait_for,
 )
-from .conftest import SIZES, TEXT, ServerFactory
+from .conftest import SIZES, TEXT, ServerFactory, populate
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +271,35 @@ def test_ipv6_wildcard_alone_serves_ipv4_clients_logged_as_ipv4(
     assert wait_for(
         lambda: server.central_log.exists() and line in server.central_log.read_text(), 5
     ), server.central_log.read_text() if server.central_log.exists() else "no log"
+
+
+@pytest.fixture(scope="module")
+def pooled_server(
+    tmp_path_factory: pytest.TempPathFactory, payloads: dict[str, bytes]
+) -> Iterator[Server]:
+    """A server whose transfers share one port (``port_pool=1``)."""
+    base = tmp_path_factory.mktemp("pooled")
+    populate(base / "root", payloads)
+    server = start_server(base / "run", base / "root", {"port_pool": "1"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("client_id", list(CLIENTS))
+def test_clients_read_from_one_shared_port_at_once(
+    pooled_server: Server, payloads: dict[str, bytes], out_dir: Path, client_id: str
+) -> None:
+    """Every size by one client program, all transfers at once on one
+    server port: each gets its own file, byte-exact."""
+    command = require_client(client_id)
+    names = [n for n in SIZES if payloads[n]]  # curl asks an empty file differently
+    procs = []
+    for name in names:
+        out = out_dir / f"pooled-{client_id}-{name}"
+        argv = command(pooled_server.host, pooled_server.port, name, out)
+        procs.append((name, out, subprocess.Popen(argv, stdin=subprocess.DEVNULL)))
+    for name, out, proc in procs:
+        assert proc.wait(timeout=60) == 0, (client_id, name)
+        assert out.read_bytes() == payloads[name], (client_id, name)

@@ -105,6 +105,27 @@ def test_quiet_port_reads_one_datagram_a_call_and_read_queued_reads_all(receiver
         port.connectionLost()
 
 
+def test_a_shared_port_reads_up_to_its_batch_a_call(receiver):
+    protocol = Recording()
+    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
+    port.readBatch = 2
+    port.startListening()
+    try:
+        target = ("127.0.0.1", port.getHost().port)
+        for n in range(3):
+            receiver.sendto(b"ack %d" % n, target)
+        wait = select.poll()
+        wait.register(port.socket, select.POLLIN)
+        assert wait.poll(5000)
+        port.doRead()
+        assert [d for d, _ in protocol.received] == [b"ack 0", b"ack 1"]
+        port.doRead()  # one waits, then EAGAIN ends the batch quietly
+        assert [d for d, _ in protocol.received] == [b"ack 0", b"ack 1", b"ack 2"]
+    finally:
+        port.stopReading()
+        port.connectionLost()
+
+
 # -- LocalFile: blocks of every size, in order -----------------------------
 
 

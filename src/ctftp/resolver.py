@@ -27,6 +27,7 @@ import os
 import posixpath
 import re
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -192,6 +193,25 @@ def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget:
     return path
 
 
+#: ``realpath`` of each root as last seen, and when (``time.monotonic``).
+_realRoots: dict[str, tuple[float, str]] = {}
+#: Seconds a root's ``realpath`` is reused. Resolving a root such as
+#: ``/srv/tftp`` costs a ``lstat`` per component, half of a request's
+#: resolution; a root that is a symlink switched to a new release (a common
+#: deployment) is followed within this time.
+REAL_ROOT_TTL = 1.0
+
+
+def _realRoot(root: str) -> str:
+    now = time.monotonic()
+    cached = _realRoots.get(root)
+    if cached is not None and now - cached[0] < REAL_ROOT_TTL:
+        return cached[1]
+    real = os.path.realpath(root)
+    _realRoots[root] = (now, real)
+    return real
+
+
 def resolveRead(
     roots: Sequence[str], name: str, *, protectSidecars: bool, relay: bool
 ) -> str | RemoteTarget:
@@ -207,7 +227,7 @@ def resolveRead(
     ):  # NUL cannot come off the wire, but a remap or an app could pass it
         raise _denied()
     for root in roots:
-        realRoot = os.path.realpath(root)
+        realRoot = _realRoot(root)
         real = _walk(realRoot, relative, relay)
         if isinstance(real, RemoteTarget):
             return real

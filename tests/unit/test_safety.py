@@ -571,3 +571,27 @@ def test_wire_non_utf8_name_is_served(server, root):
     wireRequest(h, raw)
     [(datagram, _)] = h.transferPort().take()
     assert decode(datagram) == Data(1, b"odd name")
+
+
+def test_a_root_symlink_switched_to_a_new_release_is_followed_within_the_ttl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root's realpath is reused for REAL_ROOT_TTL seconds, then looked
+    up again: a deployment that flips ``current -> v2`` serves v2 after that."""
+    from ctftp import resolver
+
+    now = [1000.0]
+    monkeypatch.setattr(resolver.time, "monotonic", lambda: now[0])
+    for release in ("v1", "v2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "phone.cfg").write_text(release)
+    current = tmp_path / "current"
+    current.symlink_to("v1")
+    root = str(current)
+    assert resolveExisting([root], "phone.cfg", protectSidecars=True).endswith("/v1/phone.cfg")
+    current.unlink()
+    current.symlink_to("v2")
+    now[0] += resolver.REAL_ROOT_TTL / 2
+    assert resolveExisting([root], "phone.cfg", protectSidecars=True).endswith("/v1/phone.cfg")
+    now[0] += resolver.REAL_ROOT_TTL
+    assert resolveExisting([root], "phone.cfg", protectSidecars=True).endswith("/v2/phone.cfg")

@@ -668,7 +668,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        default="ctftp,ctftp-w2,tftpd-hpa,atftpd,dnsmasq",
+        default="ctftp,ctftp-w2,ctftp-p4,ctftp-w2-p4,tftpd-hpa,atftpd,dnsmasq",
         help="comma list of ctftp, ctftp-wN (workers=N), ctftp-pM (port_pool=M), "
         "ctftp-wN-pM, tftpd-hpa, atftpd, dnsmasq",
     )

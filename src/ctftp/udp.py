@@ -50,6 +50,9 @@ _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65000
 _U16 = struct.Struct("=H")
+_SOCK_NONBLOCK: int | None = getattr(socket, "SOCK_NONBLOCK", None)
+#: Datagrams :meth:`QuietPort.readQueued` reads at most in one call.
+READ_QUEUED_LIMIT = 1024
 
 
 #: ``IReactorUDP.listenUDP``'s signature: ``(port, protocol, interface, maxPacketSize)``.
@@ -92,8 +95,18 @@ class QuietPort(udp.Port):
         level-triggered, so it calls again at once while datagrams wait;
         :meth:`readQueued` still reads all of them when that is the point.
         """
+        self._read(self.readBatch)
+
+    def readQueued(self) -> None:
+        """Read every datagram waiting in the socket now (at most
+        :data:`READ_QUEUED_LIMIT`, so a flood cannot keep the caller here)."""
+        self._read(READ_QUEUED_LIMIT)
+
+    def _read(self, limit: int) -> None:
+        """Deliver up to ``limit`` datagrams; stop early once nothing waits
+        or the protocol closed the port."""
         recvfrom = self.socket.recvfrom
-        for _ in range(self.readBatch):
+        for _ in range(limit):
             try:
                 data, addr = recvfrom(self.maxPacketSize)
             except OSError as se:
@@ -110,10 +123,8 @@ class QuietPort(udp.Port):
                 self.protocol.datagramReceived(data, addr)
             except BaseException:
                 log.err()
-
-    def readQueued(self) -> None:
-        """Read every datagram waiting in the socket now (``udp.Port.doRead``)."""
-        udp.Port.doRead(self)
+            if not self.connected:
+                return
 
     #: Whether :meth:`writeDatagrams` tries UDP GSO; off for good on this port
     #: once the kernel or the route refuses it.
@@ -157,6 +168,27 @@ class QuietPort(udp.Port):
                 self.gso = False
                 return False
         return True
+
+    def createInternetSocket(self) -> socket.socket:
+        """A non-blocking socket in one system call (Python makes sockets
+        close-on-exec itself); Twisted's way adds three ``fcntl``/``ioctl``."""
+        if _SOCK_NONBLOCK is None:
+            skt: socket.socket = super().createInternetSocket()
+            return skt
+        return socket.socket(self.addressFamily, self.socketType | _SOCK_NONBLOCK)
+
+    def stopListening(self) -> None:
+        """Close the port now.
+
+        ``udp.Port`` closes a call later (``callLater(0)``), a timer per
+        transfer; closing at once is safe here: :meth:`doRead` does not touch
+        the socket after the protocol returns, and an event the reactor
+        already holds for a reused descriptor number only makes a
+        :meth:`doRead` find nothing to read.
+        """
+        if self.connected:
+            self.stopReading()
+            self.connectionLost()
 
     def _bindSocket(self) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import os
 import random
 import select
 import socket
@@ -124,6 +125,32 @@ def test_a_shared_port_reads_up_to_its_batch_a_call(receiver):
     finally:
         port.stopReading()
         port.connectionLost()
+
+
+class ClosingOnFirst(Recording):
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        super().datagramReceived(datagram, addr)
+        self.transport.stopListening()  # type: ignore[union-attr]
+
+
+def test_a_port_closed_by_its_protocol_stops_reading_at_once(receiver):
+    """A transfer that ends on a datagram closes its port right there (no
+    timer): the rest of a batch or of readQueued is not read from it."""
+    protocol = ClosingOnFirst()
+    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
+    port.startListening()
+    assert not port.socket.getblocking()
+    assert not os.get_inheritable(port.socket.fileno())
+    target = ("127.0.0.1", port.getHost().port)
+    for n in range(3):
+        receiver.sendto(b"ack %d" % n, target)
+    wait = select.poll()
+    wait.register(port.socket, select.POLLIN)
+    assert wait.poll(5000)
+    port.readQueued()
+    assert [d for d, _ in protocol.received] == [b"ack 0"]
+    assert not port.connected and not hasattr(port, "socket")
+    assert not [c for c in reactor.getDelayedCalls() if c.func == port.connectionLost]
 
 
 # -- LocalFile: blocks of every size, in order -----------------------------

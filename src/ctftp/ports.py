@@ -36,7 +36,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from ctftp.config import ServerConfig
 from ctftp.packets import OP_ERROR, ErrorCode, encodeError
-from ctftp.udp import MAX_DATAGRAM, ListenUDP, transferListener
+from ctftp.udp import LISTENER_RCVBUF, MAX_DATAGRAM, ListenUDP, transferListener
 
 __all__ = [
     "TransferPorts",
@@ -252,7 +252,8 @@ def transferPorts(
     if config.port_pool == 0:
         return FreshPorts(listenUDP or transferListener(reactor), config.port_range)
     return PooledPorts(
-        listenUDP or transferListener(reactor, readBatch=POOLED_READ_BATCH),
+        listenUDP
+        or transferListener(reactor, readBatch=POOLED_READ_BATCH, receiveBuffer=LISTENER_RCVBUF),
         config.port_range,
         size=config.port_pool,
         clock=reactor,

@@ -38,6 +38,7 @@ __all__ = [
     "transferListener",
     "listenerListener",
     "MAX_DATAGRAM",
+    "growReceiveBuffer",
 ]
 
 #: Large enough for DATA at the largest blksize (65464 + 4) and any request.
@@ -190,12 +191,19 @@ class QuietPort(udp.Port):
             self.stopReading()
             self.connectionLost()
 
+    #: SO_RCVBUF asked for; 0 keeps the system's default. A port that
+    #: transfers share gets :data:`LISTENER_RCVBUF`: a thousand transfers on
+    #: a few ports can have hundreds of ACKs waiting on one.
+    receiveBuffer = 0
+
     def _bindSocket(self) -> None:
         try:
             skt = self.createInternetSocket()
             skt.bind((self.interface, self.port))
         except OSError as le:
             raise error.CannotListenError(self.interface, self.port, le) from le
+        if self.receiveBuffer:
+            growReceiveBuffer(skt, self.receiveBuffer)
         self._realPortNumber = skt.getsockname()[1]
         self.connected = 1
         self.socket = skt
@@ -219,6 +227,13 @@ _ANCILLARY_SIZE = socket.CMSG_SPACE(20)
 #: Asked for; the kernel caps it at net.core.rmem_max.
 LISTENER_RCVBUF = 4 * 1024 * 1024
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
+def growReceiveBuffer(skt: socket.socket, size: int) -> None:
+    """Ask for a ``size``-byte receive buffer (the kernel caps it at
+    ``net.core.rmem_max``); the default one works, only smaller."""
+    with contextlib.suppress(OSError):
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
@@ -249,8 +264,7 @@ class ListenerPort(udp.Port):
     def _bindSocket(self) -> None:
         super()._bindSocket()
         skt = self.socket
-        with contextlib.suppress(OSError):  # the default buffer works, only smaller
-            skt.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTENER_RCVBUF)
+        growReceiveBuffer(skt, LISTENER_RCVBUF)
         self._wantsDestination = self.interface in WILDCARDS
         if self._wantsDestination:
             if self.addressFamily == socket.AF_INET6:
@@ -296,10 +310,13 @@ def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP, **attributes: A
     return listen
 
 
-def transferListener(reactor: IReactorUDP, *, readBatch: int = 1) -> ListenUDP:
+def transferListener(
+    reactor: IReactorUDP, *, readBatch: int = 1, receiveBuffer: int = 0
+) -> ListenUDP:
     """``listenUDP`` for transfer ports on ``reactor``: :class:`QuietPort`,
-    reading up to ``readBatch`` datagrams a wake-up."""
-    return _listenWith(QuietPort, reactor, readBatch=readBatch)
+    reading up to ``readBatch`` datagrams a wake-up, with a receive buffer of
+    ``receiveBuffer`` bytes (0: the system's default)."""
+    return _listenWith(QuietPort, reactor, readBatch=readBatch, receiveBuffer=receiveBuffer)
 
 
 def listenerListener(reactor: IReactorUDP, *, v6only: bool = False) -> ListenUDP:

@@ -153,6 +153,29 @@ def test_a_port_closed_by_its_protocol_stops_reading_at_once(receiver):
     assert not [c for c in reactor.getDelayedCalls() if c.func == port.connectionLost]
 
 
+def test_pooled_ports_ask_for_a_large_receive_buffer():
+    """Hundreds of ACKs can wait on a port that transfers share: it gets
+    the listeners' buffer (as far as net.core.rmem_max allows)."""
+    from ctftp.udp import LISTENER_RCVBUF, transferListener
+
+    plain = transferListener(reactor)(0, Recording(), "127.0.0.1", 65536)
+    pooled = transferListener(reactor, readBatch=64, receiveBuffer=LISTENER_RCVBUF)(
+        0, Recording(), "127.0.0.1", 65536
+    )
+    try:
+        size = {
+            name: port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # type: ignore[attr-defined]
+            for name, port in (("plain", plain), ("pooled", pooled))
+        }
+        rmemMax = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        assert size["pooled"] >= size["plain"]
+        if rmemMax >= 2 * size["plain"]:
+            assert size["pooled"] > size["plain"]
+    finally:
+        plain.stopListening()
+        pooled.stopListening()
+
+
 # -- LocalFile: blocks of every size, in order -----------------------------
 
 

@@ -36,6 +36,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from ctftp.config import ServerConfig
 from ctftp.packets import OP_ERROR, ErrorCode, encodeError
+from ctftp.transfer import UDPTransfer
 from ctftp.udp import LISTENER_RCVBUF, MAX_DATAGRAM, ListenUDP, transferListener
 
 __all__ = [
@@ -59,7 +60,7 @@ _UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID")
 class TransferPorts(Protocol):
     """How :class:`ctftp.server.TFTPServer` gives transfers their ports."""
 
-    def attach(self, transfer: DatagramProtocol, client: tuple[str, int], host: str) -> None:
+    def attach(self, transfer: UDPTransfer, client: tuple[str, int], host: str) -> None:
         """Give ``transfer`` (for ``client``) a port on local address ``host``:
         ``transfer.makeConnection`` is called, and the transfer's transport's
         ``stopListening`` later gives the port back. Raises
@@ -99,7 +100,7 @@ class FreshPorts:
     def __init__(self, listenUDP: ListenUDP, portRange: tuple[int, int] | None) -> None:
         self._opener = _PortOpener(listenUDP, portRange)
 
-    def attach(self, transfer: DatagramProtocol, client: tuple[str, int], host: str) -> None:
+    def attach(self, transfer: UDPTransfer, client: tuple[str, int], host: str) -> None:
         self._opener.open(transfer, host)
 
     def close(self) -> None:
@@ -145,22 +146,26 @@ class _SharedPort(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, clock: IReactorTime, linger: float, *, private: bool = False) -> None:
+    def __init__(
+        self, host: str, clock: IReactorTime, linger: float, *, private: bool = False
+    ) -> None:
+        self.host = host
         self.clock = clock
         self.linger = linger
         self.private = private
-        self.transfers: dict[Any, DatagramProtocol] = {}
+        self.transfers: dict[Any, UDPTransfer] = {}
+        self.closed = False
         self.recent: OrderedDict[Any, float] = OrderedDict()
         self.port: IListeningPort | None = None
 
     def free(self, client: Any, now: float) -> bool:
         """Whether ``client`` may start a transfer on this port now."""
-        if client in self.transfers:
+        if self.closed or client in self.transfers:
             return False
         ended = self.recent.get(client)
         return ended is None or now - ended >= self.linger
 
-    def attach(self, transfer: DatagramProtocol, client: tuple[str, int]) -> None:
+    def attach(self, transfer: UDPTransfer, client: tuple[str, int]) -> None:
         self.recent.pop(client, None)
         self.transfers[client] = transfer
         assert self.transport is not None
@@ -179,6 +184,13 @@ class _SharedPort(DatagramProtocol):
         transfer.doStop()
         if self.private and not self.transfers and self.port is not None:
             self.port.stopListening()
+
+    def stopProtocol(self) -> None:
+        """The port closed: at service stop, or after a socket error the
+        reactor gave up on. Its transfers cannot go on; they end now."""
+        self.closed = True
+        for transfer in list(self.transfers.values()):
+            transfer.stop(("error", "aborted", None))
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         transfer = self.transfers.get(addr)
@@ -212,7 +224,7 @@ class PooledPorts:
         self.pools: dict[str, list[_SharedPort]] = {}
         self._turn = itertools.count()
 
-    def attach(self, transfer: DatagramProtocol, client: tuple[str, int], host: str) -> None:
+    def attach(self, transfer: UDPTransfer, client: tuple[str, int], host: str) -> None:
         pool = self.pools.setdefault(host, [])
         if len(pool) < self.size:
             shared = self._open(host)
@@ -222,17 +234,20 @@ class PooledPorts:
         shared.attach(transfer, client)
 
     def _choose(self, pool: list[_SharedPort], client: Any) -> _SharedPort | None:
-        """The next port in turn that ``client`` may use, if any."""
+        """The next port in turn that ``client`` may use, if any; a port
+        that closed under its transfers is replaced on the way."""
         now = self.clock.seconds()
         first = next(self._turn)
         for i in range(len(pool)):
-            shared = pool[(first + i) % len(pool)]
-            if shared.free(client, now):
-                return shared
+            index = (first + i) % len(pool)
+            if pool[index].closed:
+                pool[index] = self._open(pool[index].host)
+            if pool[index].free(client, now):
+                return pool[index]
         return None
 
     def _open(self, host: str, *, private: bool = False) -> _SharedPort:
-        shared = _SharedPort(self.clock, self.linger, private=private)
+        shared = _SharedPort(host, self.clock, self.linger, private=private)
         shared.port = self._opener.open(shared, host)
         return shared
 

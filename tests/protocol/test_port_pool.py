@@ -193,3 +193,17 @@ def test_the_table_of_recent_clients_is_bounded() -> None:
     pool.attach(transfer, ("10.1.0.2", 1), "")  # type: ignore[arg-type]
     transfer.transport.stopListening()  # type: ignore[attr-defined]
     assert list(shared.recent) == [("10.1.0.2", 1)], "past the linger time all go"
+
+
+def test_a_pooled_port_that_dies_ends_its_transfers_and_is_replaced(harness: Any) -> None:
+    h = harness(port_pool=1)
+    h.write("f.bin", b"x" * 600)
+    h.request("f.bin")
+    (dead,) = _transferPorts(h)
+    dead.stopListening()  # as the reactor does after a socket error it gives up on
+    assert [r.message for r in h.recorder.ended] == ["aborted"]
+    assert not h.server.active
+    h.request("f.bin", client=OTHER)
+    fresh = h.transferPort()
+    assert fresh is not dead and fresh.listening
+    assert decode(fresh.take()[0][0]) == Data(1, b"x" * 512)

@@ -187,11 +187,33 @@ def test_make_service_passes_the_config(root: Path, monkeypatch: pytest.MonkeyPa
     fake.makeService = fakeMakeService  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ctftp.service", fake)
     monkeypatch.setattr("ctftp.service", fake, raising=False)
+    frozen: list[bool] = []
+    monkeypatch.setattr(tap, "freezeStartupObjects", lambda: frozen.append(True))
     options = parse("--root", str(root))
     assert tap.makeService(options) is sentinel
     assert calls == [
         (options.config, {"installSignalHandlers": True, "reloadConfig": options.readConfig})
     ]
+    assert frozen == [True], "the twistd plugin's process freezes what start-up loaded"
+
+
+def test_freezing_start_up_objects_collects_garbage_first() -> None:
+    import gc
+    import weakref
+
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    alive = weakref.ref(a)
+    del a, b
+    try:
+        tap.freezeStartupObjects()
+        assert gc.get_freeze_count() > 0
+        assert alive() is None, "garbage was collected, not frozen"
+    finally:
+        gc.unfreeze()
 
 
 def test_twistd_help_subprocess() -> None:

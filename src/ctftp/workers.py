@@ -100,6 +100,7 @@ from ctftp.systemd import (
     SocketActivationError,
     listenFds,
 )
+from ctftp.tap import freezeStartupObjects
 
 if TYPE_CHECKING:
     from ctftp.service import CtftpService
@@ -365,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         origin=f"the supervisor, worker {args.worker}",
         metrics=False,
     )
+    freezeStartupObjects()  # a worker's process is ctftp's own, as with twistd
     stats = WorkerStats()
     service.server.observers.append(stats)
     exitCode = [0]

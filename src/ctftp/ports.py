@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
@@ -156,7 +156,6 @@ class _SharedPort(DatagramProtocol):
         self.transfers: dict[Any, UDPTransfer] = {}
         self.closed = False
         self.recent: OrderedDict[Any, float] = OrderedDict()
-        self.port: IListeningPort | None = None
 
     def free(self, client: Any, now: float) -> bool:
         """Whether ``client`` may start a transfer on this port now."""
@@ -182,8 +181,13 @@ class _SharedPort(DatagramProtocol):
         ):
             recent.popitem(last=False)
         transfer.doStop()
-        if self.private and not self.transfers and self.port is not None:
-            self.port.stopListening()
+        if self.private and not self.transfers:
+            self.close()
+
+    def close(self) -> None:
+        """Close the port (its transport is the listening port it was opened on)."""
+        if self.transport is not None and not self.closed:
+            cast(IListeningPort, self.transport).stopListening()
 
     def stopProtocol(self) -> None:
         """The port closed: at service stop, or after a socket error the
@@ -248,15 +252,14 @@ class PooledPorts:
 
     def _open(self, host: str, *, private: bool = False) -> _SharedPort:
         shared = _SharedPort(host, self.clock, self.linger, private=private)
-        shared.port = self._opener.open(shared, host)
+        self._opener.open(shared, host)
         return shared
 
     def close(self) -> None:
         pools, self.pools = self.pools, {}
         for pool in pools.values():
             for shared in pool:
-                if shared.port is not None:
-                    shared.port.stopListening()
+                shared.close()
 
 
 def transferPorts(

@@ -83,17 +83,26 @@ class Recording(DatagramProtocol):
         self.received.append((datagram, addr))
 
 
+def _portWithThreeWaiting(
+    protocol: DatagramProtocol, receiver: socket.socket, readBatch: int = 1
+) -> QuietPort:
+    """A listening QuietPort with ``ack 0``..``ack 2`` from ``receiver`` in its socket."""
+    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
+    port.readBatch = readBatch
+    port.startListening()
+    target = ("127.0.0.1", port.getHost().port)
+    for n in range(3):
+        receiver.sendto(b"ack %d" % n, target)
+    wait = select.poll()
+    wait.register(port.socket, select.POLLIN)
+    assert wait.poll(5000)
+    return port
+
+
 def test_quiet_port_reads_one_datagram_a_call_and_read_queued_reads_all(receiver):
     protocol = Recording()
-    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
-    port.startListening()
+    port = _portWithThreeWaiting(protocol, receiver)
     try:
-        target = ("127.0.0.1", port.getHost().port)
-        for n in range(3):
-            receiver.sendto(b"ack %d" % n, target)
-        wait = select.poll()
-        wait.register(port.socket, select.POLLIN)
-        assert wait.poll(5000)
         port.doRead()
         assert protocol.received == [(b"ack 0", receiver.getsockname())]
         port.readQueued()
@@ -108,16 +117,8 @@ def test_quiet_port_reads_one_datagram_a_call_and_read_queued_reads_all(receiver
 
 def test_a_shared_port_reads_up_to_its_batch_a_call(receiver):
     protocol = Recording()
-    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
-    port.readBatch = 2
-    port.startListening()
+    port = _portWithThreeWaiting(protocol, receiver, readBatch=2)
     try:
-        target = ("127.0.0.1", port.getHost().port)
-        for n in range(3):
-            receiver.sendto(b"ack %d" % n, target)
-        wait = select.poll()
-        wait.register(port.socket, select.POLLIN)
-        assert wait.poll(5000)
         port.doRead()
         assert [d for d, _ in protocol.received] == [b"ack 0", b"ack 1"]
         port.doRead()  # one waits, then EAGAIN ends the batch quietly
@@ -137,16 +138,9 @@ def test_a_port_closed_by_its_protocol_stops_reading_at_once(receiver):
     """A transfer that ends on a datagram closes its port right there (no
     timer): the rest of a batch or of readQueued is not read from it."""
     protocol = ClosingOnFirst()
-    port = QuietPort(0, protocol, "127.0.0.1", 65536, reactor)
-    port.startListening()
+    port = _portWithThreeWaiting(protocol, receiver)
     assert not port.socket.getblocking()
     assert not os.get_inheritable(port.socket.fileno())
-    target = ("127.0.0.1", port.getHost().port)
-    for n in range(3):
-        receiver.sendto(b"ack %d" % n, target)
-    wait = select.poll()
-    wait.register(port.socket, select.POLLIN)
-    assert wait.poll(5000)
     port.readQueued()
     assert [d for d, _ in protocol.received] == [b"ack 0"]
     assert not port.connected and not hasattr(port, "socket")

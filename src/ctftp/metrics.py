@@ -1,4 +1,4 @@
-"""Prometheus metrics: the ``/metrics`` page of ``metrics_listen``.
+"""Prometheus metrics: what the ``/metrics`` page of ``metrics_listen`` shows.
 
 :class:`Metrics` counts what it sees as an :class:`~ctftp.events.ITransferObserver`
 (transfers by op and status, bytes, retransmits, durations) and reads
@@ -9,7 +9,9 @@ to know about metrics and a scrape always shows current values.
 The text exposition format 0.0.4 is rendered here rather than through
 ``prometheus_client``: its registry is process-global (two embedded servers
 would collide), its HTTP server is a thread, and what ctftp exposes is a
-handful of families that take less code to render than to adapt.
+handful of families that take less code to render than to adapt. The page
+itself is :mod:`ctftp.metricspage`, imported only when ``metrics_listen`` is
+set (``twisted.web``'s server is a few MB a server without it does not need).
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.web import http, pages
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from ctftp.events import ITransferObserver, TransferRecord
@@ -33,8 +32,6 @@ __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
     "Metrics",
-    "MetricsResource",
-    "metricsSite",
 ]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -316,52 +313,3 @@ class Metrics:
                 out.append(f"{registered.name}{_labels(labelSet)} {_number(value)}")
         out.append("")
         return "\n".join(out).encode("utf-8")
-
-
-class MetricsResource(Resource):
-    """``GET /metrics``: :meth:`Metrics.render` with the 0.0.4 content type."""
-
-    isLeaf = True
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
-        self.metrics = metrics
-
-    def render(self, request: Request) -> bytes:
-        """GET and HEAD only (Twisted strips the body of HEAD); 405 otherwise."""
-        if request.method not in (b"GET", b"HEAD"):
-            request.setResponseCode(405)
-            request.setHeader(b"Allow", b"GET, HEAD")
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            return b"method not allowed\n"
-        request.setHeader(b"Content-Type", CONTENT_TYPE)
-        request.setHeader(b"Cache-Control", b"no-store")
-        return self.metrics.render()
-
-
-class _Root(Resource):
-    """``/metrics`` and a plain 404 for everything else."""
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        return pages.notFound()
-
-
-class _QuietSite(Site):
-    """A Site that writes no access-log line: Prometheus scrapes every few seconds."""
-
-    def log(self, request: http.Request) -> None:
-        pass
-
-
-def metricsSite(metrics: Metrics) -> Site:
-    """A ``twisted.web`` site serving ``/metrics`` (other paths are 404).
-
-    Listen with it on ``metrics_listen``, e.g.
-    ``reactor.listenTCP(port, metricsSite(metrics), interface=host)``.
-    """
-    root = _Root()
-    root.putChild(b"metrics", MetricsResource(metrics))
-    site = _QuietSite(root)
-    site.displayTracebacks = False
-    site.noisy = False
-    return site

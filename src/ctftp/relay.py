@@ -37,24 +37,14 @@ with a message and the ``relay_failed`` event message.
 from __future__ import annotations
 
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar
 from twisted.application.service import Service
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-    ResponseDone,
-    ResponseFailed,
-    ResponseNeverReceived,
-)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
@@ -77,6 +67,11 @@ from ctftp.netascii import encodedSize
 from ctftp.packets import ErrorCode
 from ctftp.resolver import RemoteTarget, fallbackTarget
 from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
+from ctftp.webclient import loadTrustRoot, pooledAgent
+
+if TYPE_CHECKING:
+    from treq.client import HTTPClient
+    from twisted.web.client import HTTPConnectionPool
 
 __all__ = [
     "HTTPRelay",
@@ -118,6 +113,8 @@ def _safeURL(url: str) -> str:
 
 def _describe(failure: Failure) -> str:
     """A short, client-safe reason for a failed origin request."""
+    from twisted.web.client import ResponseFailed, ResponseNeverReceived  # loaded by then
+
     value = failure.value
     reasons = getattr(value, "reasons", None)
     if isinstance(value, ResponseNeverReceived | ResponseFailed) and reasons:
@@ -273,6 +270,8 @@ class _BodyReceiver(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._over:
             return
+        from twisted.web.client import ResponseDone  # loaded by the request
+
         body = self.body
         if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
             if body.expected is not None and body.length != body.expected:
@@ -379,21 +378,10 @@ class HTTPRelay:
         self.maxBytes = maxBytes
         self.cache = CacheIndex(cacheMaxBytes, cacheDir)
         self.cache.load()
+        self._agent = agent
+        self._trustRoot = loadTrustRoot(caBundle) if caBundle else None
         self._pool: HTTPConnectionPool | None = None
-        if agent is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
-            if caBundle:
-                from ctftp.sinks import loadTrustRoot
-
-                policy = BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caBundle))
-                agent = Agent(reactor, contextFactory=policy, pool=self._pool)
-            else:
-                agent = Agent(reactor, pool=self._pool)
-        # An origin's cookies must not follow one client's request into
-        # another's: the jar keeps none.
-        jar = IndexableCookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self._client = HTTPClient(agent, cookiejar=jar)
-        self._identityClient = HTTPClient(_IdentityAgent(agent), cookiejar=jar)
+        self._clients: tuple[HTTPClient, HTTPClient] | None = None
         self._requests: dict[str, _Request] = {}
         self._downloads: dict[str, Body] = {}
         self._receivers: set[_BodyReceiver] = set()
@@ -401,6 +389,25 @@ class HTTPRelay:
         self.originRequests = 0
         self.hits = 0
         self.shared = 0
+
+    def _client(self, nocompress: bool) -> HTTPClient:
+        """The treq client for one request, built at the first (the import
+        loads TLS, see :mod:`ctftp.webclient`)."""
+        if self._clients is None:
+            from treq.client import HTTPClient
+            from treq.cookies import IndexableCookieJar
+
+            agent = self._agent
+            if agent is None:
+                agent, self._pool = pooledAgent(self.reactor, trustRoot=self._trustRoot)
+            # An origin's cookies must not follow one client's request into
+            # another's: the jar keeps none.
+            jar = IndexableCookieJar(DefaultCookiePolicy(allowed_domains=[]))
+            self._clients = (
+                HTTPClient(agent, cookiejar=jar),
+                HTTPClient(_IdentityAgent(agent), cookiejar=jar),
+            )
+        return self._clients[1 if nocompress else 0]
 
     # -- asking --
 
@@ -444,7 +451,7 @@ class HTTPRelay:
         if entry is not None:
             for name, value in entry.validators().items():
                 headers.setRawHeaders(name.encode(), [value.encode("latin-1", "replace")])
-        client = self._identityClient if nocompress else self._client
+        client = self._client(nocompress)
         self.originRequests += 1
         _log.debug(
             "relay: GET {url}{conditional}",

@@ -14,7 +14,6 @@ import signal
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from twisted.application.internet import TCPServer
 from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -22,7 +21,7 @@ from twisted.internet.interfaces import IListeningPort
 from ctftp.config import ConfigError, ServerConfig
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LogSetup, configure, logger
-from ctftp.metrics import Metrics, metricsSite
+from ctftp.metrics import Metrics
 from ctftp.relay import RelayService, RelaySource, relayFromConfig
 from ctftp.reload import ReloadPlan, planReload
 from ctftp.remap import PcreRules, RemapSyntaxError, RuleSet
@@ -140,10 +139,10 @@ class CtftpService(MultiService):
                 listener = ListenerProtocol(server, host, port)
                 ListenerService(reactor, listener, v6only).setServiceParent(self)
         if metrics is not None and config.metrics_listen is not None:
+            from ctftp.metricspage import metricsService  # twisted.web: only when asked for
+
             host, port = config.metrics_listen
-            metricsService = TCPServer(port, metricsSite(metrics), interface=host, reactor=reactor)
-            metricsService.setName("metrics")
-            metricsService.setServiceParent(self)
+            metricsService(metrics, host, port, reactor).setServiceParent(self)
 
     def _setUp(self) -> None:
         if self._logSetup is not None:

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from treq.client import HTTPClient
-from twisted.internet import ssl
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -38,20 +35,22 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress
 from ctftp.logs import RateLimitedLog, logger
+from ctftp.webclient import loadTrustRoot, pooledAgent
+
+if TYPE_CHECKING:
+    from twisted.web.client import HTTPConnectionPool
 
 __all__ = [
     "HTTPEventSink",
     "UDPEventSink",
     "encodeEvent",
     "eventOf",
-    "loadTrustRoot",
     "WARNING_INTERVAL",
     "LOOKUP_RETRY",
 ]
@@ -376,29 +375,6 @@ class UDPEventSink:
 
 # -- HTTP ----------------------------------------------------------------------
 
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
-)
-
-
-def loadTrustRoot(path: str) -> Any:
-    """The CAs of a PEM bundle, as a trust root for ``BrowserLikePolicyForHTTPS``.
-
-    Raises OSError when the file cannot be read and ValueError when it holds
-    no certificate or a broken one, so a bad ``event_ca_bundle`` stops the
-    service at start instead of failing every POST later.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    blocks = _PEM_CERTIFICATE.findall(data)
-    if not blocks:
-        raise ValueError(f"{path}: no PEM certificate found")
-    try:
-        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
-    except Exception as e:
-        raise ValueError(f"{path}: invalid certificate: {e}") from None
-    return ssl.trustRootFromCertificates(certificates)
-
 
 @implementer(IBodyProducer)
 class _BytesProducer:
@@ -555,15 +531,12 @@ class HTTPEventSink:
         self.timeout = timeout
         self.drainTimeout = drainTimeout
         self.server = server or socket.gethostname()
+        from treq.client import HTTPClient  # loads TLS: see ctftp.webclient
+
         self._pool: HTTPConnectionPool | None = None
         if agent is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
-            self._pool.maxPersistentPerHost = maxInFlight
-            if caBundle:
-                policy = BrowserLikePolicyForHTTPS(trustRoot=loadTrustRoot(caBundle))
-                agent = Agent(reactor, contextFactory=policy, pool=self._pool)
-            else:
-                agent = Agent(reactor, pool=self._pool)
+            trustRoot = loadTrustRoot(caBundle) if caBundle else None
+            agent, self._pool = pooledAgent(reactor, trustRoot=trustRoot, maxPerHost=maxInFlight)
         self._client = HTTPClient(agent, data_to_body_producer=_BytesProducer)
 
         self.delivered = 0

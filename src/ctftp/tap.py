@@ -132,9 +132,11 @@ def makeService(options: Options) -> IService:
     """Build the ctftp service tree for twistd, with SIGHUP handling installed.
 
     The process is ctftp's own here (an embedding application calls
-    ``ctftp.makeService`` instead), so what it has loaded is handed to
+    ``ctftp.makeService`` instead), so the reactor is imported without TLS
+    (:func:`importReactorWithoutTLS`) and what start-up loaded is handed to
     :func:`freezeStartupObjects`.
     """
+    importReactorWithoutTLS()
     from ctftp import service
 
     try:
@@ -145,6 +147,31 @@ def makeService(options: Options) -> IService:
         raise _fail(str(e)) from None
     freezeStartupObjects()
     return built
+
+
+def importReactorWithoutTLS() -> None:
+    """Import the reactor without letting it load pyOpenSSL; TLS comes later, if used.
+
+    Importing ``twisted.internet.reactor`` loads pyOpenSSL and cryptography
+    when they are installed (for ``startTLS`` on TCP connections and
+    ``listenSSL``/``connectSSL``, none of which ctftp uses): 12 of the 44 MB
+    the process has at that point. ctftp needs TLS only for an ``https://``
+    relay link or ``event_http_url``, and builds those clients with
+    ``twisted.web.client``'s ``Agent``, which wraps its connections in TLS
+    itself (``wrapClientTLS``) when ``twisted.web.client`` is imported,
+    after this (see :mod:`ctftp.webclient`).
+
+    So the reactor is imported while ``OpenSSL`` is marked missing, and the
+    mark is removed at once. Nothing is done when the reactor (chosen with
+    ``twistd --reactor``, say) or pyOpenSSL is already loaded.
+    """
+    if "twisted.internet.reactor" in sys.modules or "OpenSSL" in sys.modules:
+        return
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    try:
+        import twisted.internet.reactor  # noqa: F401
+    finally:
+        del sys.modules["OpenSSL"]
 
 
 def freezeStartupObjects() -> None:

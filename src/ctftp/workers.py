@@ -100,7 +100,7 @@ from ctftp.systemd import (
     SocketActivationError,
     listenFds,
 )
-from ctftp.tap import freezeStartupObjects
+from ctftp.tap import freezeStartupObjects, importReactorWithoutTLS
 
 if TYPE_CHECKING:
     from ctftp.service import CtftpService
@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # logs.configure opens ctftp.log with the LogFile class of its module.
         logs.LogFile = _WorkerLogFile  # type: ignore[misc]
 
+    importReactorWithoutTLS()
     from twisted.internet import reactor
 
     logs.publisher.addObserver(_WorkerTag(args.worker))

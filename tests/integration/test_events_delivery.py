@@ -33,7 +33,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 import ctftp
 from ctftp.events import LogEventObserver, TransferRecord
-from ctftp.metrics import CONTENT_TYPE, Metrics, metricsSite
+from ctftp.metrics import CONTENT_TYPE, Metrics
+from ctftp.metricspage import metricsSite
 from ctftp.sinks import HTTPEventSink, UDPEventSink, eventOf
 from ctftp.testing import TFTPClientError, fetch
 
@@ -468,8 +469,9 @@ def test_404_is_failed_without_retry(listening: list[Any]) -> Any:
 # -- HTTPS ---------------------------------------------------------------------------------
 
 
-def makePKI(tmp_path: Path) -> tuple[Path, Callable[..., Any]]:
-    """A private CA, and a function making server TLS options for names it signs."""
+def makePKI(tmp_path: Path) -> tuple[Path, Callable[..., bytes]]:
+    """A private CA, and a function making a server's key and certificate
+    (PEM, in that order) for names it signs."""
     import ipaddress
 
     from cryptography import x509
@@ -511,7 +513,7 @@ def makePKI(tmp_path: Path) -> tuple[Path, Callable[..., Any]]:
     bundle = tmp_path / "ca.pem"
     bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    def serverOptions(*names: str) -> Any:
+    def serverPEM(*names: str) -> bytes:
         key = ec.generate_private_key(ec.SECP256R1())
         sans: list[x509.GeneralName] = [
             x509.IPAddress(ipaddress.ip_address(n)) if n[0].isdigit() else x509.DNSName(n)
@@ -538,10 +540,14 @@ def makePKI(tmp_path: Path) -> tuple[Path, Callable[..., Any]]:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        certPEM = cert.public_bytes(serialization.Encoding.PEM)
-        return ssl.PrivateCertificate.loadPEM(keyPEM + certPEM).options()
+        return keyPEM + cert.public_bytes(serialization.Encoding.PEM)
 
-    return bundle, serverOptions
+    return bundle, serverPEM
+
+
+def tlsOptions(pem: bytes) -> Any:
+    """Twisted server TLS options for a key and certificate from :func:`makePKI`."""
+    return ssl.PrivateCertificate.loadPEM(pem).options()
 
 
 def tlsReceiver(listening: list[Any], options: Any) -> tuple[HTTPReceiver, int]:
@@ -556,9 +562,9 @@ def tlsReceiver(listening: list[Any], options: Any) -> tuple[HTTPReceiver, int]:
 @pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")  # Twisted's TLS server
 @pytest_twisted.inlineCallbacks
 def test_https_with_a_private_ca(tmp_path: Path, listening: list[Any]) -> Any:
-    bundle, serverOptions = makePKI(tmp_path)
-    rx, port = tlsReceiver(listening, serverOptions("localhost", "127.0.0.1"))
-    otherRx, otherPort = tlsReceiver(listening, serverOptions("collector.invalid"))
+    bundle, serverPEM = makePKI(tmp_path)
+    rx, port = tlsReceiver(listening, tlsOptions(serverPEM("localhost", "127.0.0.1")))
+    otherRx, otherPort = tlsReceiver(listening, tlsOptions(serverPEM("collector.invalid")))
     r, _ = records()[0]
     ca = os.fspath(bundle)
     trusted = HTTPEventSink(reactor, f"https://127.0.0.1:{port}/e", caBundle=ca, maxRetries=0)

@@ -12,12 +12,14 @@ origin in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.server
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -478,13 +480,13 @@ def test_disk_cache_serves_after_restart(serve: Any, origin: Any, tmp_path: Path
 @pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
 @pytest_twisted.inlineCallbacks
 def test_https_checks_the_certificate(serve: Any, origin: Any, tmp_path: Path) -> Any:
-    from .test_events_delivery import makePKI
+    from .test_events_delivery import makePKI, tlsOptions
 
     resource, _ = origin
-    bundle, serverOptions = makePKI(tmp_path)
+    bundle, serverPEM = makePKI(tmp_path)
     site = Site(resource)
     site.noisy = False
-    port = reactor.listenSSL(0, site, serverOptions("127.0.0.1"), interface="127.0.0.1")
+    port = reactor.listenSSL(0, site, tlsOptions(serverPEM("127.0.0.1")), interface="127.0.0.1")
     try:
         base = f"https://127.0.0.1:{port.getHost().port}"
         link(tmp_path, "tls.bin", f"{base}/plain/tls.bin")
@@ -528,16 +530,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def threaded_origin() -> Iterator[str]:
+@contextlib.contextmanager
+def threadedOrigin(tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """An origin in a thread (a test may block its reactor on a real client)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.protocol_version = "HTTP/1.1"
     _Handler.protocol_version = "HTTP/1.1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{'http' if tls is None else 'https'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def threaded_origin() -> Iterator[str]:
+    with threadedOrigin() as base:
+        yield base
 
 
 @pytest.mark.skipif(SERVER_KIND != "ctftp", reason="tests ctftp's HTTP relay")
@@ -567,3 +580,28 @@ def test_real_clients_through_twistd(
             result = run_client(argv)
             assert result.returncode == 0, result.describe() + server.output()[-3000:]
             assert target.read_bytes() == CLIENT_BODY, result.describe()
+
+
+@pytest.mark.skipif(SERVER_KIND != "ctftp", reason="tests ctftp's HTTP relay")
+def test_https_link_through_twistd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """twistd's ctftp imports its reactor without TLS (``importReactorWithoutTLS``);
+    an https link is still fetched, certificate checked, once one is asked for."""
+    need("curl")
+    from .test_events_delivery import makePKI
+
+    bundle, serverPEM = makePKI(tmp_path)
+    pem = tmp_path / "origin.pem"
+    pem.write_bytes(serverPEM("127.0.0.1"))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pem)
+    # The server process trusts the test CA as its system CAs (OpenSSL's variable).
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    root = tmp_path / "root"
+    root.mkdir()
+    with threadedOrigin(tls) as base:
+        (root / "fw.bin").symlink_to(f"{base}/plain/fw.bin")
+        with running_server(tmp_path / "run", root, {"file_log": "false"}) as server:
+            target = tmp_path / "fw.bin"
+            result = run_client(curl_get(server.host, server.port, "fw.bin", target))
+            assert result.returncode == 0, result.describe() + server.output()[-3000:]
+            assert target.read_bytes() == CLIENT_BODY

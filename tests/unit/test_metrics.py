@@ -12,7 +12,8 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from ctftp.events import TransferRecord
-from ctftp.metrics import CONTENT_TYPE, DURATION_BUCKETS, Metrics, MetricsResource, metricsSite
+from ctftp.metrics import CONTENT_TYPE, DURATION_BUCKETS, Metrics
+from ctftp.metricspage import MetricsResource, metricsSite
 from ctftp.sinks import HTTPEventSink, UDPEventSink
 from ctftp.testing import MemoryUDPReactor
 

@@ -33,9 +33,9 @@ from ctftp.sinks import (
     UDPEventSink,
     encodeEvent,
     eventOf,
-    loadTrustRoot,
 )
 from ctftp.testing import MemoryUDPReactor
+from ctftp.webclient import loadTrustRoot
 
 START = datetime.datetime(2025, 12, 2, 10, 16, 1, 204000, tzinfo=datetime.UTC).timestamp()
 

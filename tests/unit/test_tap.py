@@ -216,6 +216,51 @@ def test_freezing_start_up_objects_collects_garbage_first() -> None:
         gc.unfreeze()
 
 
+_LOADED = """
+import sys
+from ctftp import tap
+options = tap.Options()
+options.parseOptions(sys.argv[1:])
+tap.makeService(options)
+heavy = ("twisted.internet.reactor", "OpenSSL", "treq", "twisted.web.server")
+print(" ".join(name for name in heavy if name in sys.modules))
+"""
+
+
+def loadedByTwistdPlugin(*argv: str) -> set[str]:
+    """Which heavy modules the twistd plugin's start-up loads, in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_twistd_plugin_loads_no_tls_nor_http_client(root: Path) -> None:
+    """TLS, treq and twisted.web's server are 12+ MB: loaded only when used."""
+    assert loadedByTwistdPlugin("--root", str(root), "--listen", "127.0.0.1:0") == {
+        "twisted.internet.reactor"
+    }
+
+
+def test_metrics_listen_loads_the_web_server_only(root: Path) -> None:
+    loaded = loadedByTwistdPlugin(
+        "--root", str(root), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"
+    )
+    assert loaded == {"twisted.internet.reactor", "twisted.web.server"}
+
+
+def test_event_http_url_loads_the_http_client(root: Path) -> None:
+    loaded = loadedByTwistdPlugin(
+        "--root", str(root), "--listen", "127.0.0.1:0", "--event-http-url", "http://127.0.0.1:9/"
+    )
+    assert {"OpenSSL", "treq"} <= loaded
+
+
 def test_twistd_help_subprocess() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "twisted", "ctftp", "--help"],

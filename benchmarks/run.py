@@ -771,8 +771,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for server in running:
                 server.start()
                 print(f"# {server.name}: {' '.join(server.argv)}")
-            for run in range(args.repeat):
-                for scenario in wanted:
+            # Scenario by scenario: a process keeps the memory its allocator
+            # took, so the peak RSS of a storm measured after a bigger
+            # scenario would be that scenario's.
+            for scenario in wanted:
+                for run in range(args.repeat):
                     for server in running:
                         server.reset_peak()
                         cpu_before = server.cpu_seconds()
@@ -792,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(
                             f"# run {run + 1}/{args.repeat} {scenario.key} {server.name}: "
                             f"{result['transfers_per_s']} transfers/s, {result['mb_per_s']} MB/s, "
-                            f"failed {result['failed']}",
+                            f"failed {result['failed']}, peak RSS {fmt(rss)} MB",
                             flush=True,
                         )
         finally:

@@ -24,6 +24,7 @@ __all__ = [
     "OptionPolicy",
     "Negotiated",
     "OptionRefused",
+    "REFUSAL_MESSAGE",
     "negotiate",
 ]
 
@@ -69,8 +70,13 @@ class Negotiated:
     oack: tuple[tuple[str, str], ...] = field(default=())
 
 
+#: The message of ERROR 8 on the wire: atftpd's words, which atftp's test
+#: suite looks for; what was wrong goes to the central log (OptionRefused).
+REFUSAL_MESSAGE = "Failure to negotiate RFC1782 options"
+
+
 class OptionRefused(Exception):
-    """An option value out of range: answer ERROR 8 with this message."""
+    """An option value out of range: ERROR 8; the text says which, for the log."""
 
 
 def _number(value: str) -> int | None:

@@ -33,7 +33,7 @@ from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress, quoteName
 from ctftp.logs import logger
 from ctftp.netascii import NetasciiReader
-from ctftp.options import Negotiated, OptionPolicy, OptionRefused, negotiate
+from ctftp.options import REFUSAL_MESSAGE, Negotiated, OptionPolicy, OptionRefused, negotiate
 from ctftp.packets import (
     OP_ERROR,
     ErrorCode,
@@ -264,7 +264,7 @@ class TFTPServer:
                 agreed = negotiate(request.options, self.policy, isRead=False, size=None)
                 checkUploadSize(agreed.tsize, self.config.max_upload_bytes)
             except OptionRefused as e:
-                self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
+                self._refuseOptions(pending, e)
                 return
             except RequestRefused as e:
                 self._refuse(pending, e)
@@ -326,6 +326,15 @@ class TFTPServer:
         pending.listener.reply(encodeError(refusal.code, refusal.message), pending.addr)
         self._end(pending.record, ("error", refusal.reason, refusal.code))
 
+    def _refuseOptions(self, pending: _Pending, refusal: OptionRefused) -> None:
+        """ERROR 8 with atftpd's message; the value that was wrong is logged."""
+        _log.info(
+            "options refused for {client}: {reason}",
+            client=formatAddress(*pending.addr),
+            reason=str(refusal),
+        )
+        self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, REFUSAL_MESSAGE))
+
     def _openedRead(self, file: IReadFile, pending: _Pending) -> None:
         request, record = pending.request, pending.record
         record.localPath = file.path
@@ -340,7 +349,7 @@ class TFTPServer:
         except OptionRefused as e:
             file.close()
             self._release(pending, None)
-            self._refuse(pending, RequestRefused(ErrorCode.OPTION_REFUSED, str(e)))
+            self._refuseOptions(pending, e)
             return
         self._agreed(record, agreed)
         transfer = ReadTransfer(

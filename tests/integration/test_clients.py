@@ -198,6 +198,16 @@ def test_missing_file_busybox(shared_server: Server, out_dir: Path) -> None:
     assert "(1)" in result.stderr, result.describe()
 
 
+@pytest.mark.parametrize("option", ["blksize 7", "blksize 65465", "timeout 0", "timeout 256"])
+def test_option_out_of_range_atftp(shared_server: Server, out_dir: Path, option: str) -> None:
+    """atftp's own test suite (test/test.sh) asks with each of these and
+    looks for atftpd's ERROR 8 message in the client's trace."""
+    need("atftp")
+    argv = atftp_get(shared_server.host, shared_server.port, "b513.bin", out_dir / "o", [option])
+    result = run_client([argv[0], "--trace", *argv[1:]])
+    assert "<Failure to negotiate RFC1782 options>" in result.stderr, result.describe()
+
+
 TRAVERSALS = ["../secret.txt", "../root/../secret.txt", "/../secret.txt"]
 
 

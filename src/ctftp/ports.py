@@ -3,14 +3,16 @@
 :class:`FreshPorts`, the default, opens a new port for every transfer and
 closes it when the transfer ends, as tftpd-hpa, atftpd and dnsmasq do: the
 port is the transfer's alone, and the transfer itself answers a packet from
-anyone but its client with ERROR 5.
+anyone but its client with ERROR 5. On Linux the reactor watches them through
+a :class:`ctftp.portgroup.PortGroup` (one dispatch reads every transfer
+socket that has a datagram waiting).
 
 :class:`PooledPorts` (``port_pool = N``) keeps N ports open on each local
 address and shares them among transfers; each datagram goes to the transfer
 of the client that sent it. Opening and closing a socket for every transfer
 (socket, bind, two ``epoll_ctl``, close) is about a tenth of the CPU of a
-small-file storm, and a pooled port reads the ACKs of all its transfers in one
-wake-up of the reactor instead of one each. It also lets a firewall open a
+small-file storm, and a pooled port reads several ACKs of its transfers with
+one socket. It also lets a firewall open a
 fixed, small set of transfer ports (with ``port_range``), as dnsmasq's
 ``tftp-single-port`` does. What makes a TID a TID still holds per client:
 
@@ -36,6 +38,8 @@ from twisted.internet.protocol import DatagramProtocol
 
 from ctftp.config import ServerConfig
 from ctftp.packets import OP_ERROR, ErrorCode, encodeError
+from ctftp.portgroup import PortGroup
+from ctftp.portgroup import available as portGroupAvailable
 from ctftp.transfer import UDPTransfer
 from ctftp.udp import LISTENER_RCVBUF, MAX_DATAGRAM, ListenUDP, transferListener
 
@@ -95,16 +99,25 @@ class _PortOpener:
 
 
 class FreshPorts:
-    """A new port for every transfer, closed by the transfer at its end."""
+    """A new port for every transfer, closed by the transfer at its end;
+    ``group``, when given, is what watches them (and is closed at the end)."""
 
-    def __init__(self, listenUDP: ListenUDP, portRange: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        listenUDP: ListenUDP,
+        portRange: tuple[int, int] | None,
+        group: PortGroup | None = None,
+    ) -> None:
         self._opener = _PortOpener(listenUDP, portRange)
+        self._group = group
 
     def attach(self, transfer: UDPTransfer, client: tuple[str, int], host: str) -> None:
         self._opener.open(transfer, host)
 
     def close(self) -> None:
-        """Nothing stays open between transfers."""
+        """No port stays open between transfers; the group lets go of the reactor."""
+        if self._group is not None:
+            self._group.close()
 
 
 class _Channel:
@@ -268,7 +281,10 @@ def transferPorts(
     """The transfer ports ``config`` asks for (``port_pool``, ``port_range``)
     on ``reactor``, opened with ``listenUDP`` when given (tests)."""
     if config.port_pool == 0:
-        return FreshPorts(listenUDP or transferListener(reactor), config.port_range)
+        if listenUDP is not None:
+            return FreshPorts(listenUDP, config.port_range)
+        group = PortGroup(reactor) if portGroupAvailable(reactor) else None
+        return FreshPorts(transferListener(reactor, group=group), config.port_range, group)
     return PooledPorts(
         listenUDP
         or transferListener(reactor, readBatch=POOLED_READ_BATCH, receiveBuffer=LISTENER_RCVBUF),

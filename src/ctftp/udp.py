@@ -31,8 +31,11 @@ from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import log
 
+from ctftp.portgroup import PortGroup
+
 __all__ = [
     "QuietPort",
+    "GroupedPort",
     "ListenerPort",
     "ListenUDP",
     "transferListener",
@@ -219,6 +222,19 @@ class QuietPort(udp.Port):
         del self.fileno
 
 
+class GroupedPort(QuietPort):
+    """A transfer's own port that a :class:`ctftp.portgroup.PortGroup`
+    watches instead of the reactor (set :attr:`group` before it listens)."""
+
+    group: PortGroup
+
+    def startReading(self) -> None:
+        self.group.add(self)
+
+    def stopReading(self) -> None:
+        self.group.remove(self)
+
+
 # Linux values; Python's socket module lacks IP_PKTINFO.
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
@@ -311,11 +327,20 @@ def _listenWith(portClass: type[udp.Port], reactor: IReactorUDP, **attributes: A
 
 
 def transferListener(
-    reactor: IReactorUDP, *, readBatch: int = 1, receiveBuffer: int = 0
+    reactor: IReactorUDP,
+    *,
+    readBatch: int = 1,
+    receiveBuffer: int = 0,
+    group: PortGroup | None = None,
 ) -> ListenUDP:
     """``listenUDP`` for transfer ports on ``reactor``: :class:`QuietPort`,
     reading up to ``readBatch`` datagrams a wake-up, with a receive buffer of
-    ``receiveBuffer`` bytes (0: the system's default)."""
+    ``receiveBuffer`` bytes (0: the system's default); watched by ``group``
+    (a :class:`GroupedPort`) when given."""
+    if group is not None:
+        return _listenWith(
+            GroupedPort, reactor, readBatch=readBatch, receiveBuffer=receiveBuffer, group=group
+        )
     return _listenWith(QuietPort, reactor, readBatch=readBatch, receiveBuffer=receiveBuffer)
 
 

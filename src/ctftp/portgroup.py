@@ -60,10 +60,7 @@ class PortGroup:
 
     def remove(self, port: Any) -> None:
         """Stop watching ``port``; nothing if it is not watched."""
-        try:
-            fd = port.fileno()
-        except AttributeError:  # its socket is gone already
-            return
+        fd = port.fileno()  # -1 once the port's socket is closed
         if self._ports.get(fd) is not port:
             return
         del self._ports[fd]

@@ -117,6 +117,14 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         self._report(outcome)
         self._afterClose()
 
+    def stopProtocol(self) -> None:
+        """The port closed under the transfer (the reactor gave up on its
+        socket after an error): it cannot go on, so it ends now, aborted,
+        instead of writing to a closed socket when its timer fires. When
+        the transfer closed its port itself, it has ended already."""
+        if not self._closed:
+            self._finish(("error", "aborted", None))
+
     def _report(self, outcome: Outcome) -> None:
         if self._reported:
             return

@@ -44,6 +44,20 @@ def test_sizes(harness, size):
     assert h.recorder.ended[0].bytes == size
 
 
+def test_a_port_closed_under_the_transfer_ends_it_aborted(harness):
+    """The reactor closes a port whose socket fails: the transfer ends at
+    once, with no timer left to write to the closed socket."""
+    h = harness()
+    h.write("f.bin", b"x" * 5000)
+    h.request("f.bin")
+    port = h.transferPort()
+    assert port.take()
+    port.protocol.doStop()  # what the port's connectionLost does
+    [record] = h.recorder.ended
+    assert (record.status, record.message) == ("error", "aborted")
+    assert h.reactor.getDelayedCalls() == []
+
+
 def test_lost_data_is_resent_by_timer(harness):
     h = harness()
     h.write("f.bin", b"x" * 1000)

@@ -9,12 +9,12 @@ socket that has a datagram waiting).
 
 :class:`PooledPorts` (``port_pool = N``) keeps N ports open on each local
 address and shares them among transfers; each datagram goes to the transfer
-of the client that sent it. Opening and closing a socket for every transfer
-(socket, bind, two ``epoll_ctl``, close) is about a tenth of the CPU of a
-small-file storm, and a pooled port reads several ACKs of its transfers with
-one socket. It also lets a firewall open a
-fixed, small set of transfer ports (with ``port_range``), as dnsmasq's
-``tftp-single-port`` does. What makes a TID a TID still holds per client:
+of the client that sent it. It lets a firewall open a fixed, small set of
+transfer ports (with ``port_range``), as dnsmasq's ``tftp-single-port`` does,
+keeps the number of open sockets at N per address whatever the number of
+transfers, and saves the ``socket``, ``bind`` and ``close`` of each transfer
+(where there is no port group, also a reactor dispatch per ACK: a pooled port
+reads several ACKs in one). What makes a TID a TID still holds per client:
 
 * a client never has two transfers on one port at once;
 * after a client's transfer on a port ends, that client address does not

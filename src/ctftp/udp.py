@@ -337,11 +337,14 @@ def transferListener(
     reading up to ``readBatch`` datagrams a wake-up, with a receive buffer of
     ``receiveBuffer`` bytes (0: the system's default); watched by ``group``
     (a :class:`GroupedPort`) when given."""
-    if group is not None:
-        return _listenWith(
-            GroupedPort, reactor, readBatch=readBatch, receiveBuffer=receiveBuffer, group=group
-        )
-    return _listenWith(QuietPort, reactor, readBatch=readBatch, receiveBuffer=receiveBuffer)
+    grouping = {} if group is None else {"group": group}
+    return _listenWith(
+        QuietPort if group is None else GroupedPort,
+        reactor,
+        readBatch=readBatch,
+        receiveBuffer=receiveBuffer,
+        **grouping,
+    )
 
 
 def listenerListener(reactor: IReactorUDP, *, v6only: bool = False) -> ListenUDP:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import error, udp
-from twisted.internet.base import BasePort, ReactorBase
+from twisted.internet.base import ReactorBase
 from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python import log
@@ -63,15 +63,37 @@ READ_QUEUED_LIMIT = 1024
 ListenUDP = Callable[..., IListeningPort]
 
 
+#: Address family of each interface a transfer port was bound to: a
+#: handful of local addresses, checked once each by Twisted's own rules.
+_FAMILIES: dict[str, socket.AddressFamily] = {}
+
+
 class QuietPort(udp.Port):
-    """``udp.Port`` minus the per-port log lines, and with a cheaper ``write``.
+    """``udp.Port`` minus the per-port log lines, and cheaper to open, to
+    close and to write to: a storm opens and closes thousands a second.
 
     ``udp.Port.write`` checks on every call that the address is an IP address
     of the port's family (``isIPAddress``, ``isIPv6Address``: a quarter of
     the CPU of a windowed transfer). A transfer only ever writes to addresses
     that a socket of the same family received from, so :meth:`write` sends
-    at once, with ``udp.Port.write``'s error handling.
+    at once, with ``udp.Port.write``'s error handling. Opening a port,
+    Twisted also checks the interface with those two functions and formats
+    a log prefix from the protocol; here the check is done once per
+    interface and the prefix when something logs.
     """
+
+    def setLogStr(self) -> None:
+        """Nothing: :meth:`logPrefix` builds the prefix when it is asked for."""
+
+    def logPrefix(self) -> str:
+        return f"{self._getLogPrefix(self.protocol)} (UDP)"
+
+    def _setAddressFamily(self) -> None:
+        family = _FAMILIES.get(self.interface)
+        if family is None:
+            super()._setAddressFamily()  # raises InvalidAddressError for a non-address
+            family = _FAMILIES[self.interface] = self.addressFamily
+        self.addressFamily = family
 
     def write(self, datagram: bytes, addr: Any = None) -> None:
         if addr is None or self._connectedAddr:
@@ -213,9 +235,19 @@ class QuietPort(udp.Port):
         self.fileno = self.socket.fileno  # type: ignore[method-assign]
 
     def connectionLost(self, reason: Any = None) -> None:
+        """Close the socket; the protocol's ``stopProtocol`` runs first.
+
+        ``FileDescriptor.connectionLost`` would also stop a producer and
+        writing: a UDP port has no producer and never asks the reactor to
+        wait until its socket is writable (:meth:`write` calls ``sendto``
+        at once, as ``udp.Port.write`` does), so only reading is stopped (a
+        second ``stopReading`` after :meth:`stopListening`'s does nothing).
+        """
         self._realPortNumber = None
         self.maxThroughput = -1
-        BasePort.connectionLost(self, reason)
+        self.disconnected = 1
+        self.connected = 0
+        self.stopReading()
         self.protocol.doStop()
         self.socket.close()
         del self.socket

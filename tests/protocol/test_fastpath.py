@@ -147,6 +147,35 @@ def test_a_port_closed_by_its_protocol_stops_reading_at_once(receiver):
     assert not [c for c in reactor.getDelayedCalls() if c.func == port.connectionLost]
 
 
+@pytest.mark.parametrize(
+    ("interface", "family"), [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+)
+def test_quiet_port_family_is_twisteds_checked_once_per_interface(interface, family):
+    """The family comes from Twisted's own check the first time an interface
+    is seen; a name that is not an address is still refused at once."""
+    for _ in range(2):
+        port = QuietPort(0, DatagramProtocol(), interface, 65536, reactor)
+        assert port.addressFamily == family
+    with pytest.raises(error.InvalidAddressError):
+        QuietPort(0, DatagramProtocol(), "localhost", 65536, reactor)
+
+
+def test_quiet_port_closes_with_the_protocol_stopped_and_nothing_watched(receiver):
+    """Closing stops reading, stops the protocol and closes the socket; the
+    log prefix, built when asked for, names the protocol as Twisted's does."""
+    protocol = Recording()
+    port = _portWithThreeWaiting(protocol, receiver)
+    assert port.logPrefix() == "Recording (UDP)"
+    assert port in reactor.getReaders()
+    fd = port.fileno()
+    port.stopListening()
+    assert port not in reactor.getReaders() and port not in reactor.getWriters()
+    assert not port.connected and port.disconnected
+    assert protocol.transport is None  # doStop ran: makeConnection is undone
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed (pytest opens nothing in between)
+
+
 def test_pooled_ports_ask_for_a_large_receive_buffer():
     """Hundreds of ACKs can wait on a port that transfers share: it gets
     the listeners' buffer (as far as net.core.rmem_max allows)."""

@@ -8,6 +8,7 @@ lines; the events issue adds UDP/HTTP sinks and metrics on the same seam.
 
 from __future__ import annotations
 
+import math
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,8 +78,14 @@ def formatAddress(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+def _millis(timestamp: float) -> int:
+    """Whole milliseconds since the epoch: what ``start`` and ``end`` show,
+    so that ``duration_ms`` is exactly ``end - start`` as they read."""
+    return math.floor(timestamp * 1000)
+
+
+def _iso(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(slots=True)
@@ -110,7 +117,8 @@ class TransferRecord:
 
     def asEvent(self, server: str = "") -> dict[str, Any]:
         """The JSON object of SPEC section 8."""
-        end = self.end
+        start = _millis(self.start)
+        end = None if self.end is None else _millis(self.end)
         return {
             "type": self.type,
             "status": self.status,
@@ -127,9 +135,9 @@ class TransferRecord:
             "windowsize": self.windowsize,
             "retransmits": self.retransmits,
             "error_code": self.errorCode,
-            "start": _iso(self.start),
+            "start": _iso(start),
             "end": None if end is None else _iso(end),
-            "duration_ms": None if end is None else round((end - self.start) * 1000),
+            "duration_ms": None if end is None else end - start,
             "listener": self.listener,
             "server": server or socket.gethostname(),
         }

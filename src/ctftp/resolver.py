@@ -233,14 +233,17 @@ def resolveRead(
             return real
         if not _inside(real, realRoot):
             raise _denied()
-        if not os.path.lexists(real):
-            continue
         if (
             protectSidecars
             and real.endswith(SIDECAR_SUFFIX)
             and os.path.isfile(real[: -len(SIDECAR_SUFFIX)])
         ):
+            # Refused whether or not the sidecar exists yet (ERROR 1 would
+            # tell whether X was ever fetched), and here, in the root that
+            # has X, rather than found in a later root of the search path.
             raise _denied()
+        if not os.path.lexists(real):
+            continue
         return real
     raise RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")
 

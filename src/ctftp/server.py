@@ -337,7 +337,6 @@ class TFTPServer:
 
     def _openedRead(self, file: IReadFile, pending: _Pending) -> None:
         request, record = pending.request, pending.record
-        record.localPath = file.path
         netascii = request.mode == "netascii"
         if netascii:
             asksSize = any(name.lower() == "tsize" for name, _ in request.options)
@@ -349,8 +348,9 @@ class TFTPServer:
         except OptionRefused as e:
             file.close()
             self._release(pending, None)
-            self._refuseOptions(pending, e)
+            self._refuseOptions(pending, e)  # refused before it started: no sidecar line
             return
+        record.localPath = file.path
         self._agreed(record, agreed)
         transfer = ReadTransfer(
             clock=self.clock,

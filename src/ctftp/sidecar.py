@@ -10,7 +10,9 @@ swallowed and reported at most once a minute.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -21,7 +23,18 @@ __all__ = ["SidecarWriter", "sidecarLine"]
 SIDECAR_SUFFIX = ".log"
 WARNING_INTERVAL = 60.0
 
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO named X.log must not hang the server in open (with no
+# reader the open fails at once); O_NOFOLLOW: a symlink named X.log must not
+# lead the line out of the root. Anything but a regular file is then refused.
+_FLAGS = (
+    os.O_WRONLY
+    | os.O_APPEND
+    | os.O_CREAT
+    | os.O_NONBLOCK
+    | os.O_NOCTTY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 _log = logger("ctftp.sidecar")
 
 
@@ -66,7 +79,9 @@ class SidecarWriter:
 
     def append(self, filePath: str, line: str) -> None:
         """
-        Append ``line`` to ``filePath + ".log"`` (created 0o644 before umask).
+        Append ``line`` to ``filePath + ".log"`` (created 0o644 before umask);
+        a ``.log`` that is not a regular file (a FIFO, a device, a symlink)
+        counts as a failure and is left alone.
 
         Never raises: a failure is logged as a warning at most once per
         ``WARNING_INTERVAL`` seconds of clock time, with the number of
@@ -76,6 +91,8 @@ class SidecarWriter:
         try:
             fd = os.open(path, _FLAGS, 0o644)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file")
                 data = line.encode("utf-8", "backslashreplace")
                 written = os.write(fd, data)
                 while written < len(data):  # only after a signal or a full disk

@@ -448,6 +448,25 @@ def test_sidecar_of_a_file_in_a_later_root_is_refused(roots):
     assert refused(source, "fw.bin.log") == 2
 
 
+def test_sidecar_not_written_yet_is_refused_like_one_that_is(root):
+    """ERROR 2 whether or not X was ever fetched: ERROR 1 would tell."""
+    write(root / "phone.cfg", b"cfg")
+    assert refused(LocalFileSource([str(root)], protectSidecars=True), "phone.cfg.log") == 2
+
+
+def test_sidecar_name_of_a_file_in_an_earlier_root_is_not_served_from_a_later_one(roots):
+    """X in the first root protects the name X.log: a file of that name in a
+    later root is not served (nor gets an X.log.log), whether or not X's own
+    sidecar exists yet."""
+    first, second = roots
+    write(first / "g.txt", b"g")
+    write(second / "g.txt.log", b"another root's file")
+    source = LocalFileSource([str(first), str(second)], protectSidecars=True)
+    assert refused(source, "g.txt.log") == 2
+    write(first / "g.txt.log", b"lines")
+    assert refused(source, "g.txt.log") == 2
+
+
 def test_resolver_sidecar_rule_directly(root):
     write(root / "X")
     write(root / "X.log")

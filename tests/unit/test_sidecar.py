@@ -125,3 +125,35 @@ def test_otherFailuresDoNotRaise(tmp_path: Path, sidecarEvents: list[dict[str, A
     writer.append(str(folder), "line\n")
     writer.append("nul\0byte", "line\n")  # ValueError from os.open
     assert len(sidecarEvents) == 1
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["no-reader", "reader"])
+def test_aFifoSidecarIsNeitherWaitedForNorWritten(
+    tmp_path: Path, sidecarEvents: list[dict[str, Any]], reader: bool
+) -> None:
+    """A FIFO named X.log (anyone who can write in a served folder can make
+    one) must not block the server in open, with or without a reader."""
+    fifo = tmp_path / "f.bin.log"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) if reader else -1
+    try:
+        SidecarWriter(Clock()).append(str(tmp_path / "f.bin"), "line\n")
+        if reader:
+            assert os.read(fd, 100) == b""  # nothing went into the pipe
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert len(sidecarEvents) == 1 and sidecarEvents[0]["path"] == str(fifo)
+
+
+def test_aSymlinkSidecarIsNotFollowed(tmp_path: Path, sidecarEvents: list[dict[str, Any]]) -> None:
+    """A symlink named X.log must not lead the line to a file elsewhere."""
+    outside = tmp_path / "outside.log"
+    outside.write_text("before\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.bin.log").symlink_to(outside)
+    SidecarWriter(Clock()).append(str(root / "f.bin"), "line\n")
+    assert outside.read_text() == "before\n"
+    assert len(sidecarEvents) == 1

@@ -124,6 +124,21 @@ def test_encodeEvent_is_the_spec_object() -> None:
     }
 
 
+@given(
+    start=st.floats(min_value=1.5e9, max_value=2.5e9),
+    length=st.floats(min_value=0, max_value=3600),
+)
+def test_duration_is_end_minus_start_as_they_read(start: float, length: float) -> None:
+    """``duration_ms`` is what a reader computes from ``start`` and ``end``
+    (it was rounded from the exact times, 1 ms off a fifth of the time)."""
+    rec = record(start=start)
+    rec.status, rec.message, rec.end = "ok", "transfer_complete", start + length
+    event = rec.asEvent("h")
+    shown = [datetime.datetime.fromisoformat(event[key]) for key in ("start", "end")]
+    assert event["duration_ms"] == (shown[1] - shown[0]) // datetime.timedelta(milliseconds=1)
+    assert abs(shown[0].timestamp() - start) < 0.001
+
+
 def test_quotes_backslashes_and_controls_are_escaped_not_lost() -> None:
     name = 'a"b\\c\n\r\t\x00\x1b\x7fé€😀\u2028.cfg'
     data = encodeEvent(record(name).asEvent("h"))

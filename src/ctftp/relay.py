@@ -67,7 +67,7 @@ from ctftp.netascii import encodedSize
 from ctftp.packets import ErrorCode
 from ctftp.resolver import RemoteTarget, fallbackTarget
 from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
-from ctftp.webclient import loadTrustRoot, pooledAgent
+from ctftp.webclient import displayURL, loadTrustRoot, pooledAgent, splitCredentials
 
 if TYPE_CHECKING:
     from treq.client import HTTPClient
@@ -100,15 +100,6 @@ def _tooLarge() -> RequestRefused:
 
 def _notFound() -> RequestRefused:
     return RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")
-
-
-def _safeURL(url: str) -> str:
-    """``url`` without user:password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rpartition("@")[2]
-    return scheme + sep + host + slash + path
 
 
 def _describe(failure: Failure) -> str:
@@ -238,7 +229,7 @@ class _BodyReceiver(Protocol):
         if self.maxBytes and self.body.length + len(data) > self.maxBytes:
             _log.warn(
                 "relay: {url} is larger than relay_max_bytes ({limit})",
-                url=_safeURL(self.url),
+                url=displayURL(self.url),
                 limit=self.maxBytes,
             )
             self._abort(_tooLarge())
@@ -246,14 +237,14 @@ class _BodyReceiver(Protocol):
         try:
             self.body.append(data)
         except OSError as e:
-            _log.error("relay: cannot keep {url}: {error}", url=_safeURL(self.url), error=e)
+            _log.error("relay: cannot keep {url}: {error}", url=displayURL(self.url), error=e)
             self._abort(relayFailed("relay cannot store the file"))
 
     def _stalled(self) -> None:
         self._timer = None
         _log.warn(
             "relay: {url} sent nothing for {timeout} s",
-            url=_safeURL(self.url),
+            url=displayURL(self.url),
             timeout=self.timeout,
         )
         self._abort(relayFailed("origin timed out"))
@@ -281,7 +272,7 @@ class _BodyReceiver(Protocol):
             return
         _log.warn(
             "relay: {url} was cut off after {length} bytes",
-            url=_safeURL(self.url),
+            url=displayURL(self.url),
             length=body.length,
         )
         self._end(relayFailed("origin sent a truncated file"))
@@ -427,13 +418,13 @@ class HTTPRelay:
             return succeed(body)
         entry = self.cache.get(url)
         if entry is not None and not entry.body.storage.present():
-            _log.warn("relay: cached file of {url} has gone; fetching again", url=_safeURL(url))
+            _log.warn("relay: cached file of {url} has gone; fetching again", url=displayURL(url))
             self.cache.drop(url)
             entry = None
         if entry is not None:
             if entry.fresh(self.clock.seconds()):
                 self.hits += 1
-                _log.debug("relay: cache hit for {url}", url=_safeURL(url))
+                _log.debug("relay: cache hit for {url}", url=displayURL(url))
                 return succeed(entry.body)
             return self._request(url, target.nocompress, entry, shared=True)
         return self._request(url, target.nocompress, None, shared=True)
@@ -455,13 +446,14 @@ class HTTPRelay:
         self.originRequests += 1
         _log.debug(
             "relay: GET {url}{conditional}",
-            url=_safeURL(url),
+            url=displayURL(url),
             conditional=" (revalidating)" if entry is not None else "",
         )
         try:
-            d = client.get(url, headers=headers, unbuffered=True)
+            bare, auth = splitCredentials(url)
+            d = client.get(bare, headers=headers, unbuffered=True, auth=auth)
         except Exception as e:  # a URL treq cannot even encode
-            _log.warn("relay: bad URL {url}: {error}", url=_safeURL(url), error=e)
+            _log.warn("relay: bad URL {url}: {error}", url=displayURL(url), error=e)
             self._finishRequest(request, shared)
             request.fail(relayFailed("bad relay URL"))
             return first
@@ -479,7 +471,7 @@ class HTTPRelay:
     def _bug(self, failure: Failure, request: _Request, shared: bool) -> None:
         """A fault of ctftp's own while handling a response: the askers get
         ERROR 0 rather than waiting for ever."""
-        _log.failure("relay: handling {url} failed", failure, url=_safeURL(request.url))
+        _log.failure("relay: handling {url} failed", failure, url=displayURL(request.url))
         self._finishRequest(request, shared)
         request.fail(relayFailed("relay failed"))
 
@@ -493,7 +485,7 @@ class HTTPRelay:
     def _requestFailed(self, failure: Failure, request: _Request, shared: bool) -> None:
         self._finishRequest(request, shared)
         reason = "server stopping" if self._stopping else _describe(failure)
-        _log.warn("relay: {url}: {reason}", url=_safeURL(request.url), reason=reason)
+        _log.warn("relay: {url}: {reason}", url=displayURL(request.url), reason=reason)
         request.fail(relayFailed(reason))
 
     def _responded(self, response: Any, request: _Request, shared: bool) -> None:
@@ -507,17 +499,17 @@ class HTTPRelay:
             entry = request.entry
             policy = cachePolicy({**entry.headers, **headers}, now)
             self.cache.refresh(entry, headers, policy)
-            _log.debug("relay: {url} not modified", url=_safeURL(url))
+            _log.debug("relay: {url} not modified", url=displayURL(url))
             request.succeed(entry.body)
             return
         if code not in _OK_STATUSES:
             response.deliverBody(_Discard())
             if code in _GONE_STATUSES:
                 self.cache.drop(url)
-                _log.info("relay: {url}: HTTP {code}", url=_safeURL(url), code=code)
+                _log.info("relay: {url}: HTTP {code}", url=displayURL(url), code=code)
                 request.fail(_notFound())
             else:
-                _log.warn("relay: {url}: HTTP {code}", url=_safeURL(url), code=code)
+                _log.warn("relay: {url}: HTTP {code}", url=displayURL(url), code=code)
                 request.fail(relayFailed(f"origin answered HTTP {code}"))
             return
         encodings = [
@@ -527,6 +519,11 @@ class HTTPRelay:
             if e.strip().lower() not in ("", "identity")
         ]
         if encodings:  # not gzip (treq decoded that), and not asked for
+            _log.warn(
+                "relay: {url}: unsupported Content-Encoding {encodings}",
+                url=displayURL(url),
+                encodings=", ".join(encodings),
+            )
             response.deliverBody(_Discard())
             request.fail(relayFailed("origin sent an unsupported Content-Encoding"))
             return
@@ -534,7 +531,7 @@ class HTTPRelay:
         if length is not None and self.maxBytes and length > self.maxBytes:
             _log.warn(
                 "relay: {url} is larger than relay_max_bytes ({limit})",
-                url=_safeURL(url),
+                url=displayURL(url),
                 limit=self.maxBytes,
             )
             response.deliverBody(_Discard())
@@ -543,7 +540,7 @@ class HTTPRelay:
         try:
             storage = self.cache.newStorage(url) if shared else MemoryStorage()
         except OSError as e:
-            _log.error("relay: cannot store {url}: {error}", url=_safeURL(url), error=e)
+            _log.error("relay: cannot store {url}: {error}", url=displayURL(url), error=e)
             response.deliverBody(_Discard())
             request.fail(relayFailed("relay cannot store the file"))
             return
@@ -563,7 +560,7 @@ class HTTPRelay:
         self._receivers.add(receiver)
         _log.info(
             "relay: {url}: HTTP {code}, {how}",
-            url=_safeURL(url),
+            url=displayURL(url),
             code=code,
             how=f"streaming {length} bytes" if length is not None else "downloading first",
         )
@@ -641,7 +638,7 @@ class RelaySource:
         _log.info(
             'file="{file}" relayed from {url}',
             file=quoteName(request.filename),
-            url=_safeURL(located.url),
+            url=displayURL(located.url),
         )
         whole = request.mode == "netascii"
         return self.relay.open(located).addCallback(self._opened, whole)

@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress
 from ctftp.logs import RateLimitedLog, logger
-from ctftp.webclient import loadTrustRoot, pooledAgent
+from ctftp.webclient import displayURL, loadTrustRoot, pooledAgent, splitCredentials
 
 if TYPE_CHECKING:
     from twisted.web.client import HTTPConnectionPool
@@ -437,16 +437,6 @@ def _retryAfter(response: IResponse) -> float | None:
         return None  # an HTTP date: the exponential back-off applies
 
 
-def _safeURL(url: str) -> str:
-    """The URL for log lines: without user info and query, which may hold secrets."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 class _Delivery:
     """One event between the queue and its end: in flight or waiting to retry."""
 
@@ -521,8 +511,8 @@ class HTTPEventSink:
         if maxQueue < 1 or maxInFlight < 1 or maxRetries < 0:
             raise ValueError("maxQueue and maxInFlight must be positive, maxRetries >= 0")
         self.reactor = reactor
-        self.url = url
-        self.target = _safeURL(url)
+        self.url, self._auth = splitCredentials(url)
+        self.target = displayURL(url, query=False)
         self.maxQueue = maxQueue
         self.maxInFlight = maxInFlight
         self.maxRetries = maxRetries
@@ -701,6 +691,7 @@ class HTTPEventSink:
                 headers=Headers(_HEADERS),
                 allow_redirects=False,
                 unbuffered=True,
+                auth=self._auth,
             )
         except Exception:
             d = Deferred()

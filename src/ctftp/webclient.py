@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from twisted.web.client import HTTPConnectionPool
     from twisted.web.iweb import IAgent
 
-__all__ = ["loadTrustRoot", "pooledAgent"]
+__all__ = ["loadTrustRoot", "pooledAgent", "splitCredentials", "displayURL"]
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -49,19 +50,62 @@ def loadTrustRoot(path: str) -> Any:
 def pooledAgent(
     reactor: Any, *, trustRoot: Any = None, maxPerHost: int | None = None
 ) -> tuple[IAgent, HTTPConnectionPool]:
-    """An ``Agent`` keeping connections open in its own pool (closed on stop).
+    """An ``Agent`` keeping connections open in its own pool (closed on stop),
+    whose connections log nothing of their own.
 
     ``https://`` origins are checked against the system's CAs, with
     service-identity checking the host name, or only against ``trustRoot``
     (from :func:`loadTrustRoot`) when given. ``maxPerHost`` bounds the idle
     connections kept per origin.
     """
-    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+    from twisted.web.client import (
+        Agent,
+        BrowserLikePolicyForHTTPS,
+        HTTPConnectionPool,
+        _HTTP11ClientFactory,
+    )
+
+    class QuietFactory(_HTTP11ClientFactory):
+        # A factory per connection, each logging "Starting factory" and
+        # "Stopping factory": two lines in twistd's log for every attempt
+        # to reach a dead event receiver or a new origin connection.
+        noisy = False
 
     pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = QuietFactory
     if maxPerHost is not None:
         pool.maxPersistentPerHost = maxPerHost
     if trustRoot is None:
         return Agent(reactor, pool=pool), pool
     policy = BrowserLikePolicyForHTTPS(trustRoot=trustRoot)
     return Agent(reactor, contextFactory=policy, pool=pool), pool
+
+
+def splitCredentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@``, and that user and password
+    (percent-decoded) for HTTP basic authentication, or None.
+
+    treq refuses a URL that carries them ("invalid hostname"); given as
+    ``auth``, they go in an ``Authorization`` header, which Twisted's
+    redirect handling drops when a redirect leaves the origin. Raises
+    ValueError for a URL that cannot be parsed.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+def displayURL(url: str, *, query: bool = True) -> str:
+    """``url`` for log lines: user and password shown as ``***``, the
+    fragment left out, and the query too unless ``query`` (an event
+    receiver's query string may hold a token). Never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("://")[0] + "://(unparsable URL)"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query if query else "", ""))

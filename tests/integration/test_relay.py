@@ -12,6 +12,7 @@ origin in a thread.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -32,6 +33,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -118,6 +120,10 @@ class Origin(Resource):
         request.setHeader(b"Content-Encoding", b"gzip")
         request.setHeader(b"Content-Length", str(len(packed)).encode())
         return packed
+
+    def do_brotli(self, request: Any) -> Any:
+        request.setHeader(b"Content-Encoding", b"br")
+        return b"\x0b\x01\x80not really brotli\x03"
 
     def do_chunked(self, request: Any) -> Any:
         body = self.body
@@ -260,6 +266,26 @@ def test_plain_body_streams_with_tsize(serve: Any, origin: Any, tmp_path: Path) 
 
 
 @pytest_twisted.inlineCallbacks
+def test_credentials_in_a_link_are_sent_as_basic_auth(
+    serve: Any, origin: Any, tmp_path: Path
+) -> Any:
+    """``http://user:password@host/...`` (percent-encoded as in any URL):
+    the origin gets an Authorization header, and no log line the password."""
+    resource, base = origin
+    address, recorder, _ = serve()
+    host = base.partition("://")[2]
+    link(tmp_path, "fw.bin", f"http://prov%40site:s3cr%3At@{host}/plain/fw.bin")
+    with capturedLogs() as captured:
+        result = yield fetch(reactor, address, "fw.bin")
+    assert result.data == BIG
+    expected = base64.b64encode(b"prov@site:s3cr:t").decode()
+    assert resource.headers[-1]["authorization"] == f"Basic {expected}"
+    assert not [e for e in captured if "s3cr" in formatEvent(e)]
+    (record,) = yield ended(recorder)
+    assert record.status == "ok"
+
+
+@pytest_twisted.inlineCallbacks
 def test_gzip_body_is_decoded(serve: Any, origin: Any, tmp_path: Path) -> Any:
     resource, base = origin
     address, _, _ = serve()
@@ -313,6 +339,24 @@ def test_404_and_410_are_not_found_500_is_relay_failed(
         "relay_failed",
         "relay_failed",
     ]
+
+
+@pytest_twisted.inlineCallbacks
+def test_unasked_content_encoding_is_relay_failed_and_logged(
+    serve: Any, origin: Any, tmp_path: Path
+) -> Any:
+    _, base = origin
+    address, recorder, _ = serve()
+    link(tmp_path, "fw.bin", f"{base}/brotli/fw.bin")
+    with capturedLogs() as captured, pytest.raises(TFTPClientError) as caught:
+        yield fetch(reactor, address, "fw.bin")
+    assert (caught.value.code, caught.value.message) == (
+        0,
+        "origin sent an unsupported Content-Encoding",
+    )
+    (record,) = yield ended(recorder)
+    assert record.message == "relay_failed"
+    assert [e for e in captured if "unsupported Content-Encoding br" in formatEvent(e)]
 
 
 @pytest_twisted.inlineCallbacks

@@ -727,8 +727,18 @@ def test_http_bad_urls_are_refused() -> None:
 def test_http_log_lines_hide_credentials(sinkEvents: list[dict[str, Any]]) -> None:
     clock = Clock()
     agent = FakeAgent()
-    sink = HTTPEventSink(clock, "https://u:secret@[::1]:8443/in?token=abc", agent=agent)
-    assert sink.target == "https://[::1]:8443/in"
+    sink = HTTPEventSink(
+        clock, "https://u:secret@collector:8443/in?token=abc", agent=agent, maxRetries=0
+    )
+    assert sink.target == "https://***@collector:8443/in"
+    sink.start()
+    sink.transferStarted(record())
+    clock.advance(0)
+    [request] = agent.requests
+    assert request.uri == b"https://collector:8443/in?token=abc"
+    assert request.headers.getRawHeaders(b"authorization") == [b"Basic dTpzZWNyZXQ="]
+    request.deferred.errback(ConnectionRefusedError())
+    assert sinkEvents and not [e for e in sinkEvents if "secret" in repr(e) or "abc" in repr(e)]
 
 
 # -- the CA bundle -----------------------------------------------------------------

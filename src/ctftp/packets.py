@@ -38,6 +38,7 @@ __all__ = [
     "encodeOptionAck",
     "encodeRequest",
     "MODES",
+    "UnsupportedMode",
 ]
 
 OP_RRQ = 1
@@ -69,6 +70,17 @@ MODES = {"octet": "octet", "binary": "octet", "netascii": "netascii"}
 
 class MalformedPacket(ValueError):
     """A datagram that is not a valid TFTP packet; the text is safe to send."""
+
+
+class UnsupportedMode(MalformedPacket):
+    """A well-formed request in a mode ctftp does not serve (``mail``, or
+    a name it does not know); ``request`` is the request as parsed, its
+    ``mode`` the lower-cased name, so that it can be logged and counted
+    like any refused request."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(f"Unsupported transfer mode {request.rawMode!r}")
+        self.request = request
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +156,6 @@ def decodeRequest(datagram: bytes) -> Request:
         raise MalformedPacket("Empty filename")
     modeText = rawMode.decode("ascii", "replace")
     mode = MODES.get(modeText.lower())
-    if mode is None:
-        raise MalformedPacket(f"Unsupported transfer mode {modeText!r}")
     # fields[2:-1] are complete, NUL-terminated option strings; fields[-1] is
     # whatever followed the last NUL (b"" when well formed) and is ignored.
     optionFields = fields[2:-1]
@@ -161,6 +171,10 @@ def decodeRequest(datagram: bytes) -> Request:
             continue
         seen.add(key)
         options.append((nameText, _text(value)))
+    if mode is None:
+        raise UnsupportedMode(
+            Request(opcode, _text(rawName), modeText.lower(), modeText, tuple(options))
+        )
     return Request(opcode, _text(rawName), mode, modeText, tuple(options))
 
 

@@ -35,10 +35,12 @@ from ctftp.logs import logger
 from ctftp.netascii import NetasciiReader
 from ctftp.options import REFUSAL_MESSAGE, Negotiated, OptionPolicy, OptionRefused, negotiate
 from ctftp.packets import (
+    MODES,
     OP_ERROR,
     ErrorCode,
     MalformedPacket,
     Request,
+    UnsupportedMode,
     decodeRequest,
     encodeError,
 )
@@ -54,6 +56,7 @@ from ctftp.writes import IWriteFile, IWriteSink, WriteRequest, checkUploadSize
 __all__ = ["ListenerProtocol", "TFTPServer"]
 
 _log = logger("ctftp.server")
+_SERVED_MODES = frozenset(MODES.values())
 
 
 class ListenerProtocol(DatagramProtocol):
@@ -164,6 +167,8 @@ class TFTPServer:
             return  # never answer an ERROR: two servers must not ping-pong
         try:
             request = decodeRequest(datagram)
+        except UnsupportedMode as e:
+            request = e.request  # it parses: refused in _start, with its events
         except MalformedPacket as e:
             self.malformed += 1
             _log.debug(
@@ -213,6 +218,8 @@ class TFTPServer:
         scanner a server is here); a request gets one error event."""
         try:
             request = decodeRequest(datagram)
+        except UnsupportedMode as e:
+            request = e.request
         except MalformedPacket:
             return
         self._end(self._record(listener, request, addr), ("error", "access_denied", None))
@@ -240,6 +247,10 @@ class TFTPServer:
         )
         record.message = "RRQ received" if request.isRead else "WRQ received"
         self._notify("transferStarted", record)
+        if request.mode not in _SERVED_MODES:  # mail, or a mode nobody knows
+            message = f"Unsupported transfer mode {request.rawMode!r}"
+            self._refuse(pending, RequestRefused(ErrorCode.ILLEGAL_OPERATION, message))
+            return
         try:
             name = self._remapped(pending)
         except RequestRefused as e:

@@ -6,7 +6,7 @@ import pytest
 from conftest import CLIENT, Data, Error, OptionAck
 from twisted.logger import capturedLogs, formatEvent
 
-from ctftp.packets import OP_WRQ, decode, encodeAck, encodeError, encodeRequest
+from ctftp.packets import OP_RRQ, OP_WRQ, decode, encodeAck, encodeError, encodeRequest
 
 
 def test_small_file_in_one_block(harness):
@@ -311,8 +311,6 @@ def test_port_range(harness):
         b"\x00\x01file",
         b"\x00\x01file\x00",
         b"\x00\x01\x00octet\x00",
-        b"\x00\x01file\x00mail\x00",
-        b"\x00\x01file\x00bogus\x00",
         b"\x00\x07x",
         b"\x00\x04\x00\x01",
         b"\x00\x03\x00\x01data",
@@ -327,6 +325,22 @@ def test_malformed_requests_get_error_4(harness, datagram):
     else:
         assert [type(r) for r in replies] == [Error] and replies[0].code == 4
     assert h.recorder.started == []
+
+
+@pytest.mark.parametrize("mode", ["mail", "MAIL", "bogus"])
+@pytest.mark.parametrize("opcode", [OP_RRQ, OP_WRQ])
+def test_unsupported_mode_is_a_refused_request_with_its_events(harness, opcode, mode):
+    """A request in a mode ctftp does not serve parses: ERROR 4, and like any
+    refused request a start event and one error event (SPEC 8)."""
+    h = harness(allow_write=True)
+    h.write("file", b"x")
+    h.listener.deliver(b"\x00%cfile\x00%s\x00" % (opcode, mode.encode()), CLIENT)
+    assert h.listenerReplies() == [Error(4, f"Unsupported transfer mode {mode!r}")]
+    [started] = h.recorder.started
+    [ended] = h.recorder.ended
+    assert (started.status, started.mode, started.filename) == ("start", mode.lower(), "file")
+    assert (ended.status, ended.message, ended.errorCode) == ("error", "illegal_operation", 4)
+    assert h.reactor.newestPort() is h.listener
 
 
 def test_error_packet_to_listener_gets_no_answer(harness):

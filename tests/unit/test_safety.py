@@ -521,7 +521,10 @@ def test_wire_nul_in_name_is_a_bad_mode_and_touches_nothing(server, root):
     reply = listenerError(h)
     assert reply.code == 4
     assert "mode" in reply.message
-    assert h.recorder.started == []
+    # A well-formed request in mode "b": refused with its events, nothing opened.
+    assert [(r.filename, r.mode) for r in h.recorder.started] == [("a", "b")]
+    assert [r.message for r in h.recorder.ended] == ["illegal_operation"]
+    assert h.reactor.newestPort() is h.listener
 
 
 def test_wire_leading_slash_and_backslash(server, root):

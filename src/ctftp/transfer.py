@@ -63,6 +63,7 @@ _log = logger("ctftp.transfer")
 _DATA_HEADER = struct.Struct("!HH")
 _HEADER = struct.Struct("!HH")
 _OP_DATA = 3
+_OP_ERROR_BYTES = OP_ERROR.to_bytes(2, "big")
 
 #: (status, event message, TFTP error code or None)
 Outcome = tuple[str, str, int | None]
@@ -176,9 +177,13 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         if self._closed:
             return
         if addr != self.client:
-            self.transport.write(  # type: ignore[union-attr]
-                encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
-            )
+            # ERROR 5 to a stranger, but never in answer to an ERROR (RFC
+            # 1350): one forged ERROR between two transfer ports would set
+            # them answering each other as fast as they can.
+            if datagram[:2] != _OP_ERROR_BYTES:
+                self.transport.write(  # type: ignore[union-attr]
+                    encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
+                )
             return
         if len(datagram) < 4:
             return

@@ -108,6 +108,24 @@ def test_wrong_tid_gets_error_5_and_transfer_goes_on(harness):
     assert h.run(port) == data
 
 
+@pytest.mark.parametrize("write", [False, True])
+def test_an_error_from_a_stranger_is_not_answered(harness, write):
+    """A forged ERROR with another transfer port as its source must not start
+    two ports answering each other's ERROR 5 for ever (reads and writes)."""
+    h = harness(allow_write=True, allow_create=True)
+    data = h.write("f.bin", b"z" * 700)
+    if write:
+        h.listener.deliver(encodeRequest(OP_WRQ, "new.bin"), CLIENT)
+    else:
+        h.request("f.bin")
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeError(5, "Unknown transfer ID"), ("127.0.0.1", 40001))
+    assert port.take() == []
+    if not write:
+        assert h.run(port) == data
+
+
 def test_timeout_gives_up_after_max_retries(harness):
     h = harness(max_retries=3)
     h.write("f.bin", b"q" * 100)

@@ -46,6 +46,16 @@ __all__ = ["makeService", "defaultSink", "CtftpService", "ListenerService", "Eve
 _log = logger("ctftp.service")
 
 
+class StartupFailed(SystemExit, Exception):
+    """ctftp cannot start for a reason the user can fix (a port in use):
+    one line and exit status 1, no traceback.
+
+    A ``SystemExit`` for that line; an ``Exception`` too, because twistd
+    reports only an Exception from a daemon's start-up back to the command
+    that started it: a plain SystemExit left that command waiting for ever.
+    """
+
+
 class ListenerService(Service):
     """One listening UDP port."""
 
@@ -167,14 +177,16 @@ class CtftpService(MultiService):
             if not self._installSignalHandlers:
                 raise
             # Run by twistd: a port in use is a user's problem, not a bug.
-            message = f"ctftp: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}"
+            # strerror alone: twistd passes a daemon's error back cut to 100 bytes.
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            message = f"ctftp: cannot listen on {e.interface or '*'}:{e.port}: {reason}"
             _log.error("{message}", message=message)
-            raise SystemExit(message) from None
+            raise StartupFailed(message) from None
         except SocketActivationError as e:
             if not self._installSignalHandlers:
                 raise
             _log.error("ctftp: {error}", error=str(e))
-            raise SystemExit(f"ctftp: {e}") from None
+            raise StartupFailed(f"ctftp: {e}") from None
 
     def startService(self) -> None:
         self._setUp()

@@ -173,6 +173,37 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     assert lines_naming(output, "nowhere.conf"), output
 
 
+@pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
+def test_port_in_use_is_one_line_and_twistd_returns(tmp_path: Path, daemon: bool) -> None:
+    """In daemon mode too: the command that started twistd must come back
+    with an error, not wait for ever for a daemon that has already gone."""
+    (tmp_path / "root").mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        pidfile = tmp_path / "ctftp.pid"
+        mode = ["--pidfile", str(pidfile), "--logfile", str(tmp_path / "twistd.log")]
+        command = [*twistd_command(), *(mode if daemon else ["-n"]), "ctftp"]
+        with reaped(pidfile):
+            result = subprocess.run(
+                [*command, "--root-dir", "root", "--listeners", f"127.0.0.1:{port}"],
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT,
+                check=False,
+            )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert lines_naming(output, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    if daemon:
+        assert not pidfile.exists()
+        log = (tmp_path / "twistd.log").read_text()
+        assert lines_naming(log, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
 def free_privileged_port() -> int | None:
     for port in range(600, 1000):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

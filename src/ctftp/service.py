@@ -10,6 +10,7 @@ first lines ("ctftp starting", "Starting listener") land in it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from ctftp.config import ConfigError, ServerConfig
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
-from ctftp.logs import LogSetup, configure, logger
+from ctftp.logs import LOG_FILE_NAME, LogFile, LogSetup, configure, logger
 from ctftp.metrics import Metrics
 from ctftp.relay import RelayService, RelaySource, relayFromConfig
 from ctftp.reload import ReloadPlan, planReload
@@ -300,6 +301,19 @@ def _where(config: ServerConfig, key: str) -> str:
     )
 
 
+def _checkLogDir(config: ServerConfig) -> None:
+    """Create ``log_dir`` and its ``ctftp.log`` now: a folder that cannot be
+    used is a config error (one line), found before the server starts."""
+    if not config.log_dir:
+        return
+    try:
+        os.makedirs(config.log_dir, exist_ok=True)
+        LogFile(os.path.join(config.log_dir, LOG_FILE_NAME)).close()
+    except OSError as e:
+        where = _where(config, "log_dir")
+        raise ConfigError(f"{where}: cannot use {config.log_dir}: {e.strerror or e}") from None
+
+
 def _eventSinks(config: ServerConfig, reactor: Any) -> list[EventSink]:
     """The event receivers the config names; a bad CA bundle or URL is a
     config error (one line), found before the server starts."""
@@ -381,6 +395,7 @@ def makeService(
             f"{_where(config, 'metrics_listen')}: not available with workers > 1 in this"
             " version; remove it or set workers=1"
         )
+    _checkLogDir(config)
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 

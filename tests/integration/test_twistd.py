@@ -204,6 +204,20 @@ def test_port_in_use_is_one_line_and_twistd_returns(tmp_path: Path, daemon: bool
         assert lines_naming(log, f"cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
+@pytest.mark.parametrize("logDir", ["a.txt/sub", "taken"], ids=["under-a-file", "log-is-a-folder"])
+def test_unusable_log_dir_is_one_line(tmp_path: Path, logDir: str) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "taken" / "ctftp.log").mkdir(parents=True)
+    config = tmp_path / "logs.conf"
+    config.write_text(f"root_dir=root\nlisteners=127.0.0.1:{free_udp_port()}\nlog_dir={logDir}\n")
+    result = run_twistd_foreground(config, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert len(lines_naming(output, "logs.conf", "log_dir", "cannot use")) == 1, output
+
+
 def free_privileged_port() -> int | None:
     for port in range(600, 1000):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -45,6 +45,21 @@ class ConfigError(Exception):
     """
 
 
+def settingWhere(config: ServerConfig, key: str) -> str:
+    """Where ``key`` was set, for a :class:`ConfigError`: the config file,
+    or the command-line option when there is no file."""
+    return (
+        f"{config.source}: {key}" if config.source else f"command line: --{key.replace('_', '-')}"
+    )
+
+
+def unusableFolder(config: ServerConfig, key: str, folder: str, error: OSError) -> ConfigError:
+    """The one-line error for a folder setting (``log_dir``, ``cache_dir``)
+    that cannot be made or used."""
+    reason = error.strerror or error
+    return ConfigError(f"{settingWhere(config, key)}: cannot use {folder}: {reason}")
+
+
 class BadValueError(ValueError):
     """A ``ValueError`` that names the offending part of a list value.
 

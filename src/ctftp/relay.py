@@ -50,7 +50,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from ctftp.config import ConfigError, ServerConfig
+from ctftp.config import ServerConfig, unusableFolder
 from ctftp.errors import RequestRefused
 from ctftp.events import quoteName
 from ctftp.httpcache import (
@@ -682,5 +682,4 @@ def relayFromConfig(config: ServerConfig, reactor: Any) -> HTTPRelay:
             cacheDir=config.cache_dir,
         )
     except OSError as e:
-        where = f"{config.source}: cache_dir" if config.source else "command line: --cache-dir"
-        raise ConfigError(f"{where}: cannot use {config.cache_dir}: {e.strerror or e}") from None
+        raise unusableFolder(config, "cache_dir", config.cache_dir or "", e) from None

@@ -19,7 +19,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from ctftp.config import ConfigError, ServerConfig
+from ctftp.config import ConfigError, ServerConfig, settingWhere, unusableFolder
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LOG_FILE_NAME, LogFile, LogSetup, configure, logger
 from ctftp.metrics import Metrics
@@ -295,12 +295,6 @@ class CtftpService(MultiService):
         self.eventSinks = sinks
 
 
-def _where(config: ServerConfig, key: str) -> str:
-    return (
-        f"{config.source}: {key}" if config.source else f"command line: --{key.replace('_', '-')}"
-    )
-
-
 def _checkLogDir(config: ServerConfig) -> None:
     """Create ``log_dir`` and its ``ctftp.log`` now: a folder that cannot be
     used is a config error (one line), found before the server starts."""
@@ -310,8 +304,7 @@ def _checkLogDir(config: ServerConfig) -> None:
         os.makedirs(config.log_dir, exist_ok=True)
         LogFile(os.path.join(config.log_dir, LOG_FILE_NAME)).close()
     except OSError as e:
-        where = _where(config, "log_dir")
-        raise ConfigError(f"{where}: cannot use {config.log_dir}: {e.strerror or e}") from None
+        raise unusableFolder(config, "log_dir", config.log_dir, e) from None
 
 
 def _eventSinks(config: ServerConfig, reactor: Any) -> list[EventSink]:
@@ -329,7 +322,7 @@ def _eventSinks(config: ServerConfig, reactor: Any) -> list[EventSink]:
             )
         except (OSError, ValueError) as e:
             key = "event_ca_bundle" if config.event_ca_bundle else "event_http_url"
-            raise ConfigError(f"{_where(config, key)}: {e}") from None
+            raise ConfigError(f"{settingWhere(config, key)}: {e}") from None
     return sinks
 
 
@@ -392,7 +385,7 @@ def makeService(
         # Each worker counts only its own transfers and they cannot share
         # one TCP port: refused rather than served wrong or dropped quietly.
         raise ConfigError(
-            f"{_where(config, 'metrics_listen')}: not available with workers > 1 in this"
+            f"{settingWhere(config, 'metrics_listen')}: not available with workers > 1 in this"
             " version; remove it or set workers=1"
         )
     _checkLogDir(config)

@@ -416,6 +416,31 @@ def test_window_resends_count_against_max_retries(harness):
     assert h.reactor.getDelayedCalls() == []
 
 
+def test_window_restarts_after_progress_start_the_count_over(harness):
+    """The deliberate reading of SPEC 3 in docs/protocol.md: sends that follow
+    an ACK moving the window are not retries, so a client that reports a gap
+    after every block still gets the whole file, though the blocks behind the
+    gaps go out more than 1 + max_retries times."""
+    h = harness(max_retries=1)
+    data = h.write("g.bin", bytes(range(256)) * 10)  # 2,560 bytes: blocks 1-6
+    h.request("g.bin", options=(("windowsize", "4"),))
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeAck(0), CLIENT)
+    sends: dict[int, int] = {}
+    received = b""
+    for acked in range(1, 7):
+        for datagram, _ in port.take():
+            packet = decode(datagram)
+            sends[packet.block] = sends.get(packet.block, 0) + 1
+            if packet.block == acked:
+                received += packet.payload
+        port.deliver(encodeAck(acked), CLIENT)  # only the first of each window got through
+    assert received == data
+    assert sends[4] == 4  # in the windows after ACK 0, 1, 2 and 3
+    assert h.recorder.ended[0].status == "ok"
+
+
 def test_pxe_new_request_read_before_the_error_8_replaces_the_probe(harness):
     """PXE ROMs answer the OACK with ERROR 8 and ask again at once; the new
     RRQ (different bytes) may be read before that ERROR reaches the transfer."""

@@ -28,7 +28,6 @@ from ctftp import acl
 
 __all__ = [
     "KEYS",
-    "UNSUPPORTED_KEYS",
     "ConfigError",
     "Key",
     "ServerConfig",
@@ -101,6 +100,27 @@ def parseBool(raw: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(_BOOL_EXPECTED)
+
+
+_MULTICAST_EXPECTED = (
+    "expected false (RFC 2090 multicast is not supported by this version of ctftp)"
+)
+_MTFTP_EXPECTED = "expected an empty value (PXE MTFTP is not supported by this version of ctftp)"
+
+
+def parseMulticast(raw: str) -> bool:
+    """Accept ``multicast`` at its default only: RFC 2090 is not implemented,
+    so a config that turns it on fails clearly instead of serving unicast."""
+    if parseBool(raw):
+        raise ValueError(_MULTICAST_EXPECTED)
+    return False
+
+
+def parseMtftpFile(raw: str) -> str:
+    """Accept ``mtftp_file`` at its default (empty) only, like ``multicast``."""
+    if raw.strip():
+        raise ValueError(_MTFTP_EXPECTED)
+    return ""
 
 
 def _intIn(raw: str, low: int, high: int | None, expected: str) -> int:
@@ -711,6 +731,18 @@ KEYS: Mapping[str, Key] = _keys(
         parseClients,
     ),
     Key(
+        "multicast",
+        "false",
+        "RFC 2090 multicast option (atftpd); only false: not supported by this version",
+        parseMulticast,
+    ),
+    Key(
+        "mtftp_file",
+        "",
+        "PXE MTFTP config file (atftpd --mtftp); only empty: not supported by this version",
+        parseMtftpFile,
+    ),
+    Key(
         "workers",
         "1",
         "processes sharing each listener through SO_REUSEPORT (Linux), 1..64",
@@ -762,15 +794,6 @@ KEYS: Mapping[str, Key] = _keys(
     ),
 )
 """Every supported key, in the order the docs and the example file list them."""
-
-UNSUPPORTED_KEYS: tuple[str, ...] = (
-    "multicast",
-    "mtftp_file",
-)
-"""SPEC keys recognised but not implemented yet: naming one is an error, not a typo.
-
-A later feature moves its key from here into :data:`KEYS`.
-"""
 
 COMMAND_LINE = "command line"
 
@@ -824,6 +847,8 @@ class ServerConfig:
     pcre_file: str = ""
     allow_clients: tuple[acl.Network, ...] = ()
     deny_clients: tuple[acl.Network, ...] = ()
+    multicast: bool = False
+    mtftp_file: str = ""
     workers: int = 1
     systemd: bool = False
     http_relay: bool = True
@@ -939,9 +964,7 @@ def _checkName(name: str, where: str, shown: str) -> None:
     """Raise the one-line error for a key that is not a supported one."""
     if name in KEYS:
         return
-    if name in UNSUPPORTED_KEYS:
-        raise ConfigError(f"{where}: {shown}: not supported by this version of ctftp")
-    known = list(KEYS) + list(UNSUPPORTED_KEYS)
+    known = list(KEYS)
     candidate = name.lower().replace("-", "_")
     close = [candidate] if candidate in KEYS else difflib.get_close_matches(candidate, known, n=1)
     kind = "option" if shown.startswith("--") else "key"
@@ -1028,6 +1051,12 @@ def _typedBool(value: object) -> bool:
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     raise ValueError(_BOOL_EXPECTED)
+
+
+def _typedMulticast(value: object) -> bool:
+    if _typedBool(value):
+        raise ValueError(_MULTICAST_EXPECTED)
+    return False
 
 
 def _typedRefuse(value: object) -> frozenset[str]:
@@ -1125,6 +1154,8 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "pcre_file": _typedStr(parseFile, "expected an existing file"),
     "allow_clients": acl.normaliseCIDRList,
     "deny_clients": acl.normaliseCIDRList,
+    "multicast": _typedMulticast,
+    "mtftp_file": _typedStr(parseMtftpFile, _MTFTP_EXPECTED),
     "workers": _typedInt(parseWorkers),
     "systemd": _typedBool,
     "http_relay": _typedBool,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ctftp.config import KEYS, UNSUPPORTED_KEYS, ConfigError, Key, ServerConfig, checkKey
+from ctftp.config import KEYS, ConfigError, Key, ServerConfig, checkKey
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,12 +68,6 @@ def test_key_defaults_parse_to_field_defaults(root: Path) -> None:
         if key is None or key.default is None:
             continue
         assert key.parse(key.default) == getattr(config, f.name), f.name
-
-
-def test_unsupported_keys_are_not_keys() -> None:
-    assert not set(UNSUPPORTED_KEYS) & set(KEYS)
-    for name in ("http_relay", "fallback_url", "cache_dir"):
-        assert name in KEYS and name not in UNSUPPORTED_KEYS, name
 
 
 def test_key_parse_raises_value_error_with_expected() -> None:
@@ -197,12 +191,38 @@ def test_unknown_key_without_suggestion(tmp_path: Path, root: Path) -> None:
     assert message.endswith(":2: unknown key 'zzzz'")
 
 
-@pytest.mark.parametrize("name", UNSUPPORTED_KEYS)
-def test_not_yet_supported_keys(tmp_path: Path, root: Path, name: str) -> None:
-    path = writeConf(tmp_path, f"root_dir={root}\n{name}=x\n")
+@pytest.mark.parametrize("line", ["multicast=false", "multicast=no", "mtftp_file=", "mtftp_file= "])
+def test_unimplemented_keys_accepted_at_their_defaults(
+    tmp_path: Path, root: Path, line: str
+) -> None:
+    config = ServerConfig.fromFile(writeConf(tmp_path, f"root_dir={root}\n{line}\n"))
+    assert (config.multicast, config.mtftp_file) == (False, "")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("multicast=true", "multicast: expected false (RFC 2090 multicast is not supported"),
+        ("multicast=maybe", "multicast: expected true/false"),
+        ("mtftp_file=mtftp.conf", "mtftp_file: expected an empty value (PXE MTFTP is not"),
+    ],
+)
+def test_unimplemented_keys_refused_when_enabled(
+    tmp_path: Path, root: Path, line: str, expected: str
+) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n{line}\n")
     with pytest.raises(ConfigError) as info:
         ServerConfig.fromFile(path)
-    assert str(info.value) == f"{path}:2: {name}: not supported by this version of ctftp"
+    assert str(info.value).startswith(f"{path}:2: {expected}")
+    assert str(info.value).endswith(f"got '{line.split('=')[1]}'")
+
+
+def test_unimplemented_keys_by_keyword(root: Path) -> None:
+    assert ServerConfig(root_dir=(str(root),), multicast=False).multicast is False
+    with pytest.raises(ConfigError, match="^ServerConfig: multicast: expected false"):
+        ServerConfig(root_dir=(str(root),), multicast=True)
+    with pytest.raises(ConfigError, match="^ServerConfig: mtftp_file: expected an empty value"):
+        ServerConfig(root_dir=(str(root),), mtftp_file="m.conf")
 
 
 def test_missing_root(tmp_path: Path) -> None:
@@ -735,7 +755,10 @@ def test_from_strings_errors() -> None:
     )
     with pytest.raises(ConfigError) as info:
         ServerConfig.fromStrings({"root_dir": "/", "multicast": "yes"})
-    assert str(info.value) == "command line: --multicast: not supported by this version of ctftp"
+    assert str(info.value) == (
+        "command line: --multicast: expected false (RFC 2090 multicast is not supported"
+        " by this version of ctftp), got 'yes'"
+    )
 
 
 def test_from_strings_other_origin() -> None:
@@ -754,8 +777,9 @@ def test_check_key() -> None:
     with pytest.raises(ConfigError, match=r"^command line: unknown option '--rot-dir' \(did you"):
         checkKey("--rot-dir")
     checkKey("--umask")
-    with pytest.raises(ConfigError, match="^x.conf: multicast: not supported"):
-        checkKey("multicast", "x.conf")
+    checkKey("multicast", "x.conf")
+    with pytest.raises(ConfigError, match="^x.conf: unknown key 'multicst' \\(did you mean"):
+        checkKey("multicst", "x.conf")
 
 
 # --- keyword construction ----------------------------------------------------
@@ -1001,8 +1025,6 @@ def test_example_and_docs_list_every_key() -> None:
         assert f"\n{name}=" in example, name
         assert f"`{name}`" in docs, name
         assert key.option in docs, name
-    for name in UNSUPPORTED_KEYS:
-        assert f"`{name}`" in docs, name
     assert os.path.basename(str(REPO / "samples")) in docs
 
 

@@ -157,9 +157,12 @@ def test_unknown_option_suggests(root: Path, capsys: pytest.CaptureFixture[str])
     )
 
 
-def test_not_yet_supported_option(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unimplemented_option_enabled(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = oneLineFailure(capsys, "--root", str(root), "--multicast", "yes")
-    assert line == "ctftp: command line: --multicast: not supported by this version of ctftp"
+    assert line == (
+        "ctftp: command line: --multicast: expected false (RFC 2090 multicast is not"
+        " supported by this version of ctftp), got 'yes'"
+    )
 
 
 def test_option_without_value(capsys: pytest.CaptureFixture[str]) -> None:

@@ -148,13 +148,17 @@ def fallbackTarget(base: str, name: str) -> RemoteTarget:
 # -- walking -------------------------------------------------------------------
 
 
-def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget:
+def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget | None:
     """Follow ``relative`` from ``realRoot`` like ``os.path.realpath`` does
     (components that do not exist are taken as they are), stopping at the
     first URL link.
 
     A URL link counts only where it lies inside the root: a walk that left
     the root through ``..`` or a link and met a URL there is an escape.
+    ``None``: the name cannot exist in this root, because something that is
+    not a folder has more after it, if only a ``/`` (``file.txt/`` is not
+    the file, as ``open`` says with ENOTDIR). A component the server may not
+    look into (EACCES) is an access violation, as ``open`` would report it.
     """
     path = realRoot
     todo = list(reversed(relative.split("/")))
@@ -169,10 +173,14 @@ def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget:
         candidate = posixpath.join(path, part)
         try:
             st = os.lstat(candidate)
+        except PermissionError:
+            raise _denied() from None
         except OSError:
             path = candidate
             continue
         if not stat.S_ISLNK(st.st_mode):
+            if todo and not stat.S_ISDIR(st.st_mode):
+                return None
             path = candidate
             continue
         try:
@@ -229,6 +237,8 @@ def resolveRead(
     for root in roots:
         realRoot = _realRoot(root)
         real = _walk(realRoot, relative, relay)
+        if real is None:
+            continue
         if isinstance(real, RemoteTarget):
             return real
         if not _inside(real, realRoot):

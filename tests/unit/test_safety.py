@@ -300,6 +300,49 @@ def test_search_path_folder_in_first_root_shadows_a_file_in_second(roots):
     assert refused(LocalFileSource([str(first), str(second)]), "name") == 2
 
 
+@pytest.mark.parametrize("name", ["text.txt/", "text.txt/.", "text.txt//", "text.txt/x", "link/"])
+def test_a_file_with_more_after_it_is_error_1(root, name):
+    """``text.txt/`` is not the file: open(2) says ENOTDIR, and so no such name."""
+    write(root / "text.txt", b"text")
+    (root / "link").symlink_to("text.txt")
+    assert refused(LocalFileSource([str(root)]), name) == 1
+
+
+def test_a_file_with_more_after_it_lets_a_later_root_serve_the_name(roots):
+    first, second = roots
+    write(first / "name", b"a file in the first root")
+    write(second / "name" / "inner.bin", b"inner")
+    source = LocalFileSource([str(first), str(second)])
+    assert fetch(source, "name/inner.bin") == b"inner"
+    assert refused(source, "name/") == 2  # the second root's folder
+
+
+def test_a_folder_the_server_cannot_enter_is_error_2(root, monkeypatch):
+    """EACCES on the way (what a 0700 folder of another user gives) is an
+    access violation, as tftpd-hpa answers, not ``File not found``."""
+    write(root / "private" / "phone.cfg", b"cfg")
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        if os.path.dirname(os.fspath(path)) == str(root / "private"):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr("ctftp.resolver.os.lstat", lstat)
+    assert refused(LocalFileSource([str(root)]), "private/phone.cfg") == 2
+    assert refused(LocalFileSource([str(root)]), "private/missing.cfg") == 2
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root enters a chmod 000 folder, so this cannot be observed")
+def test_a_folder_the_server_cannot_enter_is_error_2_for_real(root):
+    write(root / "private" / "phone.cfg", b"cfg")
+    (root / "private").chmod(0o000)
+    try:
+        assert refused(LocalFileSource([str(root)]), "private/phone.cfg") == 2
+    finally:
+        (root / "private").chmod(0o755)
+
+
 # -- things that are not regular files ---------------------------------------------------
 
 

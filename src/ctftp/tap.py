@@ -80,16 +80,62 @@ class Options(usage.Options):
         ``--timeout-secs`` one line naming ``--timeout-sec`` helps more.
         """
         try:
-            super().parseOptions(options)
-        except usage.UsageError as error:
-            message = str(error)
-            unknown = _UNRECOGNIZED.match(message)
+            self._checkLongOptions(sys.argv[1:] if options is None else options)
             try:
+                super().parseOptions(options)
+            except usage.UsageError as error:
+                message = str(error)
+                unknown = _UNRECOGNIZED.match(message)
                 if unknown and unknown.group(1).startswith("--"):
                     checkKey(unknown.group(1))
-                raise ConfigError(f"command line: {message}")
-            except ConfigError as oneLine:
-                raise _fail(str(oneLine)) from None
+                raise ConfigError(f"command line: {message}") from None
+        except ConfigError as oneLine:
+            raise _fail(str(oneLine)) from None
+
+    def _checkLongOptions(self, args: list[str]) -> None:
+        """Refuse, in one line, what getopt would let through or misread.
+
+        getopt takes any unique prefix of a long option (``--root-d`` for
+        ``--root-dir``), which a later option could make ambiguous; it has no
+        hint for a key written with underscores (``--allow_write``); and it
+        takes the next option as the value of one given without a value
+        (``--allow-write --listen X``), then reports "Wrong number of
+        arguments". Only exact option names pass here.
+        """
+        withValue = {option[:-1] for option in self.longOpt if option.endswith("=")}
+        flags = {option for option in self.longOpt if not option.endswith("=")}
+        shortWithValue = {"-" + letter for letter in self.shortOpt.replace(":", "")}
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            index += 1
+            if arg == "--":
+                return
+            if arg in shortWithValue:
+                index += 1
+            if not arg.startswith("--"):
+                continue
+            name, equals, _ = arg[2:].partition("=")
+            if name in flags:
+                continue
+            if name not in withValue:
+                dashed = name.replace("_", "-")
+                longer = sorted(o for o in withValue | flags if o.startswith(dashed))
+                if dashed in withValue or dashed in flags or len(longer) == 1:
+                    meant = dashed if not longer else longer[0]
+                    raise ConfigError(
+                        f"command line: unknown option '--{name}' (did you mean '--{meant}'?)"
+                    )
+                checkKey("--" + name)
+                raise ConfigError(f"command line: unknown option '--{name}'")
+            if equals or index >= len(args):
+                continue  # a missing last value is getopt's to report
+            value = args[index]
+            index += 1
+            if value.startswith("--") and value[2:].partition("=")[0] in withValue | flags:
+                raise ConfigError(
+                    f"command line: option --{name} requires a value, got the option '{value}'"
+                )
 
     def overrides(self) -> dict[str, str]:
         """Return the options actually given, keyed by config key name.

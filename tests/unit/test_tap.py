@@ -157,6 +157,43 @@ def test_unknown_option_suggests(root: Path, capsys: pytest.CaptureFixture[str])
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--root-d", "R"], "unknown option '--root-d' (did you mean '--root-dir'?)"),
+        (
+            ["--root", "R", "--allow_write", "true"],
+            "unknown option '--allow_write' (did you mean '--allow-write'?)",
+        ),
+        (["--root=R", "--time=3"], "unknown option '--time' (did you mean '--timeout-sec'?)"),
+        (["--root", "R", "--zzzz", "1"], "unknown option '--zzzz'"),
+        (
+            ["--root", "R", "--allow-write", "--listen", "127.0.0.1:6969"],
+            "option --allow-write requires a value, got the option '--listen'",
+        ),
+        (
+            ["--root", "R", "--allow-write", "--systemd=false"],
+            "option --allow-write requires a value, got the option '--systemd=false'",
+        ),
+    ],
+)
+def test_option_names_must_be_exact(
+    root: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """getopt would take a unique prefix, hint nothing for underscores, and
+    take the next option as a missing value."""
+    args = [str(root) if a == "R" else a.replace("=R", f"={root}") for a in argv]
+    assert oneLineFailure(capsys, *args) == f"ctftp: command line: {expected}"
+
+
+def test_values_that_look_like_options_are_still_values(root: Path) -> None:
+    """Only a value naming one of ctftp's options is taken for a missing one."""
+    conf = root.parent / "short.conf"
+    conf.write_text(f"root_dir={root}\n")
+    options = parse("-c", str(conf), "--refuse-options", "-x")
+    assert options.config.refuse_options == frozenset({"-x"})
+
+
 def test_unimplemented_option_enabled(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = oneLineFailure(capsys, "--root", str(root), "--multicast", "yes")
     assert line == (

@@ -148,7 +148,9 @@ def fallbackTarget(base: str, name: str) -> RemoteTarget:
 # -- walking -------------------------------------------------------------------
 
 
-def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget | None:
+def _walk(
+    realRoot: str, relative: str, relay: bool
+) -> tuple[str, bool | None] | RemoteTarget | None:
     """Follow ``relative`` from ``realRoot`` like ``os.path.realpath`` does
     (components that do not exist are taken as they are), stopping at the
     first URL link.
@@ -157,18 +159,23 @@ def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget | Non
     the root through ``..`` or a link and met a URL there is an escape.
     ``None``: the name cannot exist in this root, because something that is
     not a folder has more after it, if only a ``/`` (``file.txt/`` is not
-    the file, as ``open`` says with ENOTDIR). A component the server may not
-    look into (EACCES) is an access violation, as ``open`` would report it.
+    the file, as ``open`` says with ENOTDIR). Else the path and whether
+    it exists, as the walk's last ``lstat`` said (``None``: not known after
+    a ``..``), which spares the caller a second look. A component the server
+    may not look into (EACCES) is an access violation, as ``open`` would
+    report it.
     """
     path = realRoot
     todo = list(reversed(relative.split("/")))
     hops = 0
+    exists: bool | None = True  # None: not known after a ".."
     while todo:
         part = todo.pop()
         if part in ("", "."):
             continue
         if part == "..":
             path = posixpath.dirname(path)
+            exists = None
             continue
         candidate = posixpath.join(path, part)
         try:
@@ -177,11 +184,13 @@ def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget | Non
             raise _denied() from None
         except OSError:
             path = candidate
+            exists = False
             continue
         if not stat.S_ISLNK(st.st_mode):
             if todo and not stat.S_ISDIR(st.st_mode):
                 return None
             path = candidate
+            exists = True
             continue
         try:
             link = os.readlink(candidate)
@@ -198,7 +207,7 @@ def _walk(realRoot: str, relative: str, relay: bool) -> str | RemoteTarget | Non
         if link.startswith("/"):
             path = "/"
         todo.extend(reversed(link.split("/")))
-    return path
+    return path, exists
 
 
 #: ``realpath`` of each root as last seen, and when (``time.monotonic``).
@@ -236,11 +245,12 @@ def resolveRead(
         raise _denied()
     for root in roots:
         realRoot = _realRoot(root)
-        real = _walk(realRoot, relative, relay)
-        if real is None:
+        walked = _walk(realRoot, relative, relay)
+        if walked is None:
             continue
-        if isinstance(real, RemoteTarget):
-            return real
+        if isinstance(walked, RemoteTarget):
+            return walked
+        real, exists = walked
         if not _inside(real, realRoot):
             raise _denied()
         if (
@@ -252,7 +262,7 @@ def resolveRead(
             # tell whether X was ever fetched), and here, in the root that
             # has X, rather than found in a later root of the search path.
             raise _denied()
-        if not os.path.lexists(real):
+        if exists is False or (exists is None and not os.path.lexists(real)):
             continue
         return real
     raise RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")

@@ -188,7 +188,8 @@ class LocalFileSource:
                 raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
             if self.requireWorldReadable and not st.st_mode & stat.S_IROTH:
                 raise RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
-            os.set_blocking(fd, True)
+            # O_NONBLOCK stays: it changes nothing for a regular file (open(2)),
+            # and clearing it would cost a system call per request.
         except BaseException:
             os.close(fd)
             raise

@@ -660,3 +660,36 @@ def test_a_root_symlink_switched_to_a_new_release_is_followed_within_the_ttl(
     assert resolveExisting([root], "phone.cfg", protectSidecars=True).endswith("/v1/phone.cfg")
     now[0] += resolver.REAL_ROOT_TTL
     assert resolveExisting([root], "phone.cfg", protectSidecars=True).endswith("/v2/phone.cfg")
+
+
+@pytest.mark.parametrize(
+    ("name", "looks"),
+    [
+        ("phone.cfg", 1),
+        ("sub/phone.cfg", 2),
+        ("missing.cfg", 1),
+        ("sub/../phone.cfg", 2),
+        ("sub/..", 2),
+    ],
+)
+def test_each_component_is_looked_at_once(root, monkeypatch, name, looks):
+    """The walk's own ``lstat`` answers whether the name exists (a second
+    look cost a system call per request); only after a ``..`` is it asked
+    again when the walk ends on one. The root's realpath is cached here."""
+    write(root / "phone.cfg", b"cfg")
+    write(root / "sub" / "phone.cfg", b"sub cfg")
+    source = LocalFileSource([str(root)])
+    source.locate(ReadRequest("phone.cfg", "10.0.0.5", 40000, "octet"))  # caches the root
+    calls: list[str] = []
+    realLstat = os.lstat
+
+    def lstat(path, *args, **kwargs):
+        calls.append(os.fspath(path))
+        return realLstat(path, *args, **kwargs)
+
+    monkeypatch.setattr("ctftp.resolver.os.lstat", lstat)
+    try:
+        source.locate(ReadRequest(name, "10.0.0.5", 40000, "octet"))
+    except RequestRefused as refusal:
+        assert refusal.code == 1 and name == "missing.cfg"
+    assert len(calls) == looks, calls

@@ -104,7 +104,7 @@ class Options(usage.Options):
         """
         withValue = {option[:-1] for option in self.longOpt if option.endswith("=")}
         flags = {option for option in self.longOpt if not option.endswith("=")}
-        shortWithValue = {"-" + letter for letter in self.shortOpt.replace(":", "")}
+        shortWithValue = {"-" + letter for letter in re.findall(r"(\w):", self.shortOpt)}
         index = 0
         while index < len(args):
             arg = args[index]
@@ -120,9 +120,10 @@ class Options(usage.Options):
                 continue
             if name not in withValue:
                 dashed = name.replace("_", "-")
-                longer = sorted(o for o in withValue | flags if o.startswith(dashed))
-                if dashed in withValue or dashed in flags or len(longer) == 1:
-                    meant = dashed if not longer else longer[0]
+                known = withValue | flags
+                longer = [option for option in known if option.startswith(dashed)]
+                if dashed in known or len(longer) == 1:
+                    meant = dashed if dashed in known else longer[0]
                     raise ConfigError(
                         f"command line: unknown option '--{name}' (did you mean '--{meant}'?)"
                     )

@@ -60,6 +60,16 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def _insideBelow(path: str, root: str) -> bool:
+    """``path`` is strictly inside ``root``: a ``..`` from it stays inside."""
+    return path.startswith(root.rstrip("/") + "/")
+
+
+def _ancestor(path: str, root: str) -> bool:
+    """``path`` is a folder on the way to ``root`` (``/``, ``/srv`` for ``/srv/tftp``)."""
+    return path == "/" or root.startswith(path + "/")
+
+
 def _denied() -> RequestRefused:
     return RequestRefused(ErrorCode.ACCESS_VIOLATION, "Access violation")
 
@@ -155,8 +165,12 @@ def _walk(
     (components that do not exist are taken as they are), stopping at the
     first URL link.
 
-    A URL link counts only where it lies inside the root: a walk that left
-    the root through ``..`` or a link and met a URL there is an escape.
+    Nothing outside the root is looked at, so that answers cannot tell
+    what exists there: a ``..`` at the root is an escape at once (even if a
+    later part would come back in), and so is a step to anything that is
+    neither inside the root nor one of its own ancestors (which a link with
+    an absolute target into the root passes through). A URL link counts
+    only where it lies inside the root.
     ``None``: the name cannot exist in this root, because something that is
     not a folder has more after it, if only a ``/`` (``file.txt/`` is not
     the file, as ``open`` says with ENOTDIR). Else the path and whether
@@ -174,10 +188,14 @@ def _walk(
         if part in ("", "."):
             continue
         if part == "..":
+            if not _insideBelow(path, realRoot):
+                raise _denied()
             path = posixpath.dirname(path)
             exists = None
             continue
         candidate = posixpath.join(path, part)
+        if not _inside(candidate, realRoot) and not _ancestor(candidate, realRoot):
+            raise _denied()
         try:
             st = os.lstat(candidate)
         except PermissionError:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import posixpath
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -319,6 +320,8 @@ class LocalWriteSink:
         base = relative.rsplit("/", 1)[-1]
         if not base or base in (".", "..") or "\0" in relative or isTemporaryName(base):
             raise _accessViolation()
+        if posixpath.normpath(relative).startswith("../"):
+            raise _accessViolation()  # climbs above the root, as reads refuse it
         try:
             realRoot = os.path.realpath(self.root)
             target = os.path.join(realRoot, relative)

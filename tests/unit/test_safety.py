@@ -193,9 +193,31 @@ def test_dotdot_escape_of_a_missing_target_is_error_2_not_1(root, name):
     assert refused(LocalFileSource([str(root)]), name) == 2
 
 
-def test_dotdot_back_into_the_root_is_served(root):
+def test_dotdot_above_the_root_is_refused_even_when_it_comes_back(root):
+    """Serving ``../root/f.txt`` would tell a client the root's own name
+    and path (DATA against ERROR 2), so a ``..`` at the root is an escape."""
     write(root / "f.txt", b"f")
-    assert fetch(LocalFileSource([str(root)]), "../root/f.txt") == b"f"
+    assert refused(LocalFileSource([str(root)]), "../root/f.txt") == 2
+
+
+@pytest.mark.parametrize("outside", ["secret.txt", "no-such-file"])
+def test_nothing_outside_the_root_can_be_probed(root, outside):
+    """Found by a black-box review: the walk looked at what lay outside the
+    root before the final check, so ``X/..`` answered ERROR 1 when X was a
+    file there and served the file when X did not exist."""
+    write(root / "small.txt", b"s")
+    depth = len(root.parts) - 1  # components below /
+    down = str(root.parent / outside).lstrip("/")
+    back = "../" * (depth - 1)  # from root.parent/outside/.. (root.parent) up to /
+    name = "../" * depth + down + "/../" + back + str(root).lstrip("/") + "/small.txt"
+    assert refused(LocalFileSource([str(root)]), name) == 2
+
+
+def test_absolute_symlink_into_the_root_is_served(root):
+    """Its target passes through the root's own ancestors, which is allowed."""
+    write(root / "menus" / "default", b"menu")
+    (root / "default").symlink_to(root / "menus" / "default")
+    assert fetch(LocalFileSource([str(root)]), "default") == b"menu"
 
 
 def test_sibling_folder_with_common_prefix_is_outside(tmp_path):

@@ -347,6 +347,7 @@ def test_unwritable_folder(root, monkeypatch):
         "/../../outside.bin",
         "..\\outside.bin",
         "sub/../../outside.bin",
+        "../root/comes-back.bin",  # would tell the root's own name, as reads refuse it
         "",
         "/",
         "sub/",

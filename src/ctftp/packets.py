@@ -39,6 +39,7 @@ __all__ = [
     "encodeRequest",
     "MODES",
     "UnsupportedMode",
+    "unsupportedModeMessage",
 ]
 
 OP_RRQ = 1
@@ -79,8 +80,21 @@ class UnsupportedMode(MalformedPacket):
     like any refused request."""
 
     def __init__(self, request: Request) -> None:
-        super().__init__(f"Unsupported transfer mode {request.rawMode!r}")
+        super().__init__(unsupportedModeMessage(request.rawMode))
         self.request = request
+
+
+#: Characters of an unknown mode kept (in the request, its log line and its
+#: ERROR 4). The mode is the client's text: echoed whole, a 16 KB mode of
+#: control bytes made a 64 KB ERROR (a reflection from a forged source) and a
+#: 30 KB one an ERROR too large to send.
+MODE_SHOWN = 32
+
+
+def unsupportedModeMessage(rawMode: str) -> str:
+    """The ERROR 4 text for a mode ctftp does not serve (:func:`decodeRequest`
+    has cut the mode to :data:`MODE_SHOWN` characters)."""
+    return f"Unsupported transfer mode {rawMode!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,8 @@ def decodeRequest(datagram: bytes) -> Request:
         seen.add(key)
         options.append((nameText, _text(value)))
     if mode is None:
+        if len(modeText) > MODE_SHOWN:
+            modeText = modeText[:MODE_SHOWN] + "..."
         raise UnsupportedMode(
             Request(opcode, _text(rawName), modeText.lower(), modeText, tuple(options))
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import maybeDeferred
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.python.failure import Failure
@@ -43,6 +43,7 @@ from ctftp.packets import (
     UnsupportedMode,
     decodeRequest,
     encodeError,
+    unsupportedModeMessage,
 )
 from ctftp.ports import transferPorts
 from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
@@ -76,8 +77,14 @@ class ListenerProtocol(DatagramProtocol):
         self.server.datagramReceived(self, datagram, addr, localHost)
 
     def reply(self, packet: bytes, addr: Any) -> None:
+        """Answer from the listener's port; a send that fails is logged, never
+        raised into the reactor (which would log a traceback), since the
+        request it answers is over either way."""
         assert self.transport is not None
-        self.transport.write(packet, addr)
+        try:
+            self.transport.write(packet, addr)
+        except (OSError, MessageLengthError) as e:
+            _log.warn("cannot answer {client}: {error}", client=formatAddress(*addr), error=e)
 
 
 @dataclass(slots=True)
@@ -248,7 +255,7 @@ class TFTPServer:
         record.message = "RRQ received" if request.isRead else "WRQ received"
         self._notify("transferStarted", record)
         if request.mode not in _SERVED_MODES:  # mail, or a mode nobody knows
-            message = f"Unsupported transfer mode {request.rawMode!r}"
+            message = unsupportedModeMessage(request.rawMode)
             self._refuse(pending, RequestRefused(ErrorCode.ILLEGAL_OPERATION, message))
             return
         try:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 from conftest import CLIENT, Data, Error, OptionAck
+from twisted.internet.error import MessageLengthError
 from twisted.logger import capturedLogs, formatEvent
 
-from ctftp.packets import OP_RRQ, OP_WRQ, decode, encodeAck, encodeError, encodeRequest
+from ctftp.packets import (
+    MODE_SHOWN,
+    OP_RRQ,
+    OP_WRQ,
+    decode,
+    encodeAck,
+    encodeError,
+    encodeRequest,
+)
 
 
 def test_small_file_in_one_block(harness):
@@ -359,6 +368,37 @@ def test_unsupported_mode_is_a_refused_request_with_its_events(harness, opcode, 
     assert (started.status, started.mode, started.filename) == ("start", mode.lower(), "file")
     assert (ended.status, ended.message, ended.errorCode) == ("error", "illegal_operation", 4)
     assert h.reactor.newestPort() is h.listener
+
+
+@pytest.mark.parametrize("mode", [b"\x01" * 30000, b"\xff" * 22000, b"m" * 65000])
+def test_a_long_unknown_mode_is_not_echoed_whole(harness, mode):
+    """Found by a black-box review: the whole mode went into the ERROR, so a
+    16 KB mode of control bytes drew a 64 KB answer (a reflection from a
+    forged source) and a 30 KB one an ERROR too large to send (a traceback,
+    no error event). The mode is cut to MODE_SHOWN characters everywhere."""
+    h = harness()
+    h.write("file", b"x")
+    datagram = b"\x00\x01file\x00" + mode + b"\x00"
+    h.listener.deliver(datagram, CLIENT)
+    [reply] = h.listenerReplies()
+    assert reply.code == 4 and reply.message.startswith("Unsupported transfer mode '")
+    assert len(encodeError(reply.code, reply.message)) < 200
+    [started] = h.recorder.started
+    [ended] = h.recorder.ended
+    assert len(started.mode) == MODE_SHOWN + 3 and started.mode.endswith("...")
+    assert (ended.status, ended.message) == ("error", "illegal_operation")
+
+
+def test_a_listener_reply_that_cannot_be_sent_is_logged_not_raised(harness):
+    h = harness()
+
+    def refuse(packet, addr):
+        raise MessageLengthError("message too long")
+
+    h.listener.write = refuse
+    with capturedLogs() as events:
+        h.listener.deliver(b"\x00\x01\x00octet\x00", CLIENT)  # empty name: ERROR 4
+    assert any("cannot answer" in str(e.get("log_format")) for e in events)
 
 
 def test_error_packet_to_listener_gets_no_answer(harness):

@@ -186,23 +186,9 @@ class TFTPServer:
             listener.reply(encodeError(ErrorCode.ILLEGAL_OPERATION, str(e)), addr)
             return
         key = (listener, addr)
-        if key in self.active:
-            running = self.active[key]
-            if running is None or self._requests.get(key) == datagram:
-                _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
-                return
-            # A different request from the same port: the client is done with
-            # the running transfer (PXE asks with tsize, answers the OACK with
-            # ERROR 8 and asks again at once; a client reuses its port right
-            # after its final ACK). What it sent before this request may still
-            # wait in the transfer's socket: read it first, so that a final
-            # ACK or an ERROR 8 ends the transfer as it should.
-            transport = running.transport
-            drain = getattr(transport, "readQueued", None) or getattr(transport, "doRead", None)
-            if drain is not None:
-                drain()
-            if self.active.get(key) is running:
-                running.stop(("error", "aborted", None))
+        if key in self.active and not self._takeOver(key, datagram):
+            _log.debug("duplicate request from {client} ignored", client=formatAddress(*addr))
+            return
         record = self._record(listener, request, addr)
         pending = _Pending(listener, addr, localHost, request, record, datagram)
         if len(self.active) >= self.config.max_connections:
@@ -230,6 +216,35 @@ class TFTPServer:
         except MalformedPacket:
             return
         self._end(self._record(listener, request, addr), ("error", "access_denied", None))
+
+    def _takeOver(self, key: tuple[ListenerProtocol, Any], datagram: bytes) -> bool:
+        """Whether a request from a client port that holds a transfer starts
+        a new one (the old one is then over), or is a retransmission of the
+        request that transfer serves.
+
+        A client is done with its transfer when it asks again at once: PXE
+        asks with tsize, answers the OACK with ERROR 8 and asks again; a
+        client reuses its port right after its final ACK; a device uploads
+        the same file twice. What it sent before this request may still wait
+        in the transfer's socket, unread (the two sockets are read in no
+        set order), so that is read first: a final ACK or an ERROR there
+        ends the transfer as it should. Only then is the same request, to a
+        transfer still going and not merely dallying after its end, a
+        retransmission.
+        """
+        running = self.active[key]
+        if running is None:
+            return False  # the first is still being opened
+        transport = running.transport
+        drain = getattr(transport, "readQueued", None) or getattr(transport, "doRead", None)
+        if drain is not None:
+            drain()
+        if self.active.get(key) is not running:
+            return True
+        if not running.ended and self._requests.get(key) == datagram:
+            return False
+        running.stop(("error", "aborted", None))
+        return True
 
     def _record(self, listener: ListenerProtocol, request: Request, addr: Any) -> TransferRecord:
         return TransferRecord(

@@ -104,6 +104,12 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
 
     # -- life cycle ---------------------------------------------------------
 
+    @property
+    def ended(self) -> bool:
+        """The outcome is reported; the port may still dally (an upload
+        answers a repeated final DATA for a while)."""
+        return self._reported
+
     def stop(self, outcome: Outcome) -> None:
         """End the transfer now (server shutdown): no further packets."""
         self._finish(outcome)

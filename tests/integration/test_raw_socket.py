@@ -17,7 +17,7 @@ from ._support import (
     fetch,
     rrq,
 )
-from .conftest import TEXT
+from .conftest import TEXT, ServerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +90,35 @@ def test_duplicate_rrq_from_the_same_port_is_one_transfer(
         # Nothing else must come: a second transfer would resend its DATA 1 after timeout_sec.
         later = client.drain(float(shared_server.config["timeout_sec"]) + 0.5)
         assert not [p for p, s in later if s != tid], later
+
+
+@pytest.mark.parametrize("ending", ["error 8 after the oack", "final ack"])
+def test_the_same_request_right_after_the_client_ended_is_answered_at_once(
+    server_factory: ServerFactory, ending: str
+) -> None:
+    """Found by a black-box review (5 of 15 answered): the client's ERROR 8 or
+    final ACK can still wait, unread, in the transfer's socket when its
+    identical next request reaches the listener; it is read first, so the
+    request starts a new transfer at once instead of after a client retry."""
+    server = server_factory(log_dir="")  # no log file: the race showed most without
+    request = rrq("b512.bin", options={"tsize": "0"})
+    for _ in range(15):
+        with RawClient(server.host, server.port) as client:
+            client.send(request)
+            oack, tid = client.recv()
+            assert oack.opcode == OP_OACK, oack
+            if ending == "final ack":
+                client.send(ack(0), tid)
+                for block in (1, 2):  # 512 bytes: one full block and an empty one
+                    packet, _ = client.recv()
+                    assert (packet.opcode, packet.block) == (OP_DATA, block), packet
+                    client.send(ack(block), tid)
+            else:
+                client.send(error(8, "tsize probe"), tid)
+            client.send(request)  # at once, from the same port
+            again, second = client.recv(2.0)  # the client's own retry would come later
+            assert again.opcode == OP_OACK and second != tid, (again, second)
+            client.send(error(8, "done"), second)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,37 @@ def test_upload_end_to_end_through_the_local_sink(harness):
     assert h.reactor.getDelayedCalls() == []
 
 
+def test_the_same_wrq_again_after_an_upload_starts_a_new_one_at_once(harness):
+    """Found by a black-box review: the identical WRQ from the same port
+    while the finished upload dallied was taken for a retransmission and
+    went unanswered for timeout_sec (tftpd-hpa answers at once)."""
+    h = harness(allow_write=True, allow_create=True)
+    for content in (b"first", b"second"):
+        wrq(h, "twice.log")
+        port = h.transferPort()
+        assert decode(port.take()[0][0]) == Ack(0)
+        port.deliver(encodeData(1, content), CLIENT)
+        assert decode(port.take()[0][0]) == Ack(1)
+        assert (h.root / "twice.log").read_bytes() == content
+    assert [r.status for r in h.recorder.ended] == ["ok", "ok"]
+    assert h.reactor.getDelayedCalls() != []  # only the second one dallies now
+    h.reactor.advance(h.config.timeout_sec)
+    assert h.server.active == {}
+    assert h.reactor.getDelayedCalls() == []
+
+
+def test_a_retransmitted_wrq_during_the_upload_is_still_ignored(harness):
+    h = harness(allow_write=True, allow_create=True)
+    wrq(h, "once.log")
+    port = h.transferPort()
+    port.take()
+    wrq(h, "once.log")
+    assert h.reactor.newestPort() is port and port.take() == []
+    port.deliver(encodeData(1, b"x"), CLIENT)
+    assert decode(port.take()[0][0]) == Ack(1)
+    assert len(h.recorder.started) == 1
+
+
 def test_upload_refused_without_allow_create_leaves_nothing(harness):
     h = harness(allow_write=True)
     wrq(h, "new.bin")

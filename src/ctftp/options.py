@@ -8,6 +8,8 @@ The rules (SPEC section 3):
 * a number out of the option's range is refused with ERROR 8 (as atftpd does
   and atftp's test suite expects);
 * a ``blksize`` in range but above ``max_blksize`` is lowered to it;
+* ``blksize`` and ``blksize2`` together agree on one size, valid for both:
+  the largest power of two within both (and ``max_blksize``);
 * the OACK names only accepted options, in the client's spelling and order;
   no accepted option means no OACK.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from ctftp.packets import optionKey
 
 __all__ = [
     "BLKSIZE_MIN",
@@ -112,7 +116,8 @@ def negotiate(
     """
     if not policy.enabled or not options:
         return Negotiated()
-    blksize = DEFAULT_BLKSIZE
+    plain: int | None = None  # what blksize agreed, if asked
+    power: int | None = None  # what blksize2 agreed (a power of two), if asked
     windowsize = 1
     timeout: float | None = None
     tsize: int | None = None
@@ -120,19 +125,17 @@ def negotiate(
     # windowsize value is settled last because it depends on blksize.
     accepted: list[tuple[str, str, int]] = []
     for name, rawValue in options:
-        key = name.lower()
+        key = optionKey(name)
         if key in policy.refused:
             continue
         value = _number(rawValue)
         if value is None:
             continue
         if key == "blksize":
-            blksize = min(_check(name, value, BLKSIZE_MIN, BLKSIZE_MAX), policy.maxBlksize)
-            value = blksize
+            plain = min(_check(name, value, BLKSIZE_MIN, BLKSIZE_MAX), policy.maxBlksize)
         elif key == "blksize2":
             _check(name, value, BLKSIZE_MIN, BLKSIZE_MAX)
-            blksize = _powerOfTwoAtMost(min(value, policy.maxBlksize))
-            value = blksize
+            power = _powerOfTwoAtMost(min(value, policy.maxBlksize))
         elif key == "timeout":
             timeout = float(_check(name, value, *TIMEOUT_RANGE))
         elif key == "utimeout":
@@ -148,6 +151,10 @@ def negotiate(
         else:
             continue
         accepted.append((name, key, value))
+    if plain is not None and power is not None:
+        blksize = _powerOfTwoAtMost(min(plain, power))
+    else:
+        blksize = plain or power or DEFAULT_BLKSIZE
     windowsize = max(1, min(windowsize, policy.maxWindowBytes // blksize))
     final = {"blksize": blksize, "blksize2": blksize, "windowsize": windowsize}
     oack = tuple((name, str(final.get(key, value))) for name, key, value in accepted)

@@ -39,6 +39,7 @@ __all__ = [
     "encodeRequest",
     "MODES",
     "UnsupportedMode",
+    "optionKey",
     "unsupportedModeMessage",
 ]
 
@@ -148,6 +149,13 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def optionKey(name: str) -> str:
+    """An option name as compared: ASCII letters in lower case, as C's
+    ``strcasecmp`` does. Unicode lower-casing would make ``bl\u212asize``
+    (a Kelvin sign) ``blksize``."""
+    return name.lower() if name.isascii() else name
+
+
 def decodeRequest(datagram: bytes) -> Request:
     """Decode an RRQ or WRQ.
 
@@ -180,7 +188,7 @@ def decodeRequest(datagram: bytes) -> Request:
         if not name:
             continue
         nameText = _text(name)
-        key = nameText.lower()
+        key = optionKey(nameText)
         if key in seen:
             continue
         seen.add(key)

@@ -118,6 +118,32 @@ def test_blksize_and_blksize2_together_oack_matches_agreed_blksize():
             assert int(value) == result.blksize
 
 
+@pytest.mark.parametrize(
+    ("options", "agreed"),
+    [
+        ([("blksize", "600"), ("blksize2", "1468")], 512),
+        ([("blksize2", "1468"), ("blksize", "600")], 512),
+        ([("blksize", "2000"), ("blksize2", "1000")], 512),
+        ([("blksize", "1468"), ("blksize2", "8192")], 1024),
+        ([("BLKSIZE2", "65464"), ("blksize", "65464")], 32768),
+    ],
+)
+def test_blksize_and_blksize2_agree_on_one_size_valid_for_both(options, agreed):
+    """Found by a black-box review: the last of the two set the size and both
+    entries echoed it (blksize 1024 to a request of 600; blksize2 600). Now a
+    power of two within both, in both entries."""
+    result = read(options)
+    assert result.blksize == agreed
+    assert [int(value) for _, value in result.oack] == [agreed, agreed]
+
+
+def test_option_names_match_ascii_letters_only():
+    """``bl\u212asize`` (a Kelvin sign) lower-cases to ``blksize`` in
+    Unicode; C's strcasecmp, as tftpd-hpa and atftpd compare, does not."""
+    assert read([("bl\u212asize", "1024")]) == read([])
+    assert read([("BlkSize", "1024")]).oack == (("BlkSize", "1024"),)
+
+
 # -- tsize -------------------------------------------------------------------------
 
 

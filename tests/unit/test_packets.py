@@ -294,6 +294,13 @@ def test_repeated_option_names_keep_the_first_case_insensitively():
     assert decodeRequest(datagram).options == (("blksize", "1024"), ("tsize", "0"))
 
 
+def test_a_non_ascii_look_alike_is_not_a_repeat():
+    """Names compare in ASCII only: a Kelvin sign does not make ``blksize``."""
+    kelvin = "bl\u212asize".encode()
+    datagram = b"\x00\x01f\x00octet\x00" + kelvin + b"\x00512\x00blksize\x001024\x00"
+    assert decodeRequest(datagram).options == (("bl\u212asize", "512"), ("blksize", "1024"))
+
+
 def test_repeated_option_first_wins_even_if_its_value_is_empty():
     datagram = b"\x00\x01f\x00octet\x00blksize\x00\x00blksize\x00512\x00"
     assert decodeRequest(datagram).options == (("blksize", ""),)

@@ -57,7 +57,7 @@ def cleanName(name: str) -> str:
 
 
 def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
+    return path == root or _insideBelow(path, root)
 
 
 def _insideBelow(path: str, root: str) -> bool:

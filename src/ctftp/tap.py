@@ -127,8 +127,7 @@ class Options(usage.Options):
                     raise ConfigError(
                         f"command line: unknown option '--{name}' (did you mean '--{meant}'?)"
                     )
-                checkKey("--" + name)
-                raise ConfigError(f"command line: unknown option '--{name}'")
+                checkKey("--" + name)  # raises: no key has this option name
             if equals or index >= len(args):
                 continue  # a missing last value is getopt's to report
             value = args[index]

@@ -390,6 +390,7 @@ class TFTPServer:
             client=pending.addr,
             file=file,
             read=NetasciiReader(file.read).read if netascii else file.read,
+            readInto=None if netascii else getattr(file, "readInto", None),
             blksize=agreed.blksize,
             windowsize=agreed.windowsize,
             timeout=agreed.timeout or self.config.timeout_sec,

@@ -73,9 +73,23 @@ class IReadSource(Interface):
         """
 
 
+#: The most buffers one ``readv`` takes (Linux's ``IOV_MAX``).
+_IOV_MAX = 1024
+
+
+def _unfilled(buffers: Sequence[memoryview], filled: int) -> list[memoryview]:
+    """What is left of ``buffers`` once their first ``filled`` bytes are read."""
+    for index, buffer in enumerate(buffers):
+        if filled < len(buffer):
+            return [buffer[filled:], *buffers[index + 1 :]]
+        filled -= len(buffer)
+    return []
+
+
 @implementer(IReadFile)
 class LocalFile:
-    """A regular file opened read-only; reads are plain ``os.read`` calls."""
+    """A regular file opened read-only; reads are plain ``os.read`` calls,
+    or one ``readv`` into a window's packets (:meth:`readInto`)."""
 
     def __init__(self, fd: int, path: str, size: int) -> None:
         self._fd = fd
@@ -95,6 +109,26 @@ class LocalFile:
             parts.append(more)
             got += len(more)
         return b"".join(parts)
+
+    def readInto(self, buffers: Sequence[memoryview], size: int) -> int:
+        """Fill ``buffers`` (``size`` bytes in all) in order with one
+        ``readv`` and return how many bytes were read: fewer than ``size``
+        only at the end of the file, as :meth:`read`."""
+        if len(buffers) <= _IOV_MAX:
+            got = os.readv(self._fd, buffers)
+            if got == size or not got:
+                return got
+        else:
+            got = 0
+        # More buffers than one readv takes, or a short read that may not
+        # be the end yet: read on until they are full or the file ends.
+        while got < size:
+            rest = _unfilled(buffers, got)[:_IOV_MAX]
+            more = os.readv(self._fd, rest)
+            if not more:
+                break
+            got += more
+        return got
 
     def netasciiSize(self) -> int:
         """Scan the file with ``pread`` so the sequential position is untouched."""

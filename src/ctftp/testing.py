@@ -96,7 +96,7 @@ class MemoryDatagramPort:
     def write(self, packet: bytes, addr: Any = None) -> None:
         if addr is None:
             addr = self._connected
-        self.written.append((packet, addr))
+        self.written.append((bytes(packet), addr))  # a snapshot, as a socket sends
 
     def connect(self, host: str, port: int) -> None:
         self._connected = (host, port)

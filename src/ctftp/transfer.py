@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import struct
 from abc import ABCMeta, abstractmethod
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -56,13 +55,12 @@ from ctftp.errors import RequestRefused
 from ctftp.logs import logger
 from ctftp.packets import OP_ACK, OP_ERROR, ErrorCode, encodeError, encodeOptionAck
 from ctftp.sources import IReadFile
+from ctftp.window import DataWindow, ReadInto
 
 __all__ = ["ReadTransfer", "UDPTransfer", "Outcome"]
 
 _log = logger("ctftp.transfer")
-_DATA_HEADER = struct.Struct("!HH")
 _HEADER = struct.Struct("!HH")
-_OP_DATA = 3
 _OP_ERROR_BYTES = OP_ERROR.to_bytes(2, "big")
 
 #: (status, event message, TFTP error code or None)
@@ -150,9 +148,12 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
 
     # -- timer ----------------------------------------------------------------
 
-    def _send(self, packet: bytes) -> None:
+    def _send(self, packet: bytes | memoryview) -> None:
+        """Send ``packet`` to the client: bytes, or a view of a DATA packet
+        in its window (``IUDPTransport.write`` says bytes; UDP ports send any
+        buffer at once, and ``ctftp.testing``'s ports copy it)."""
         assert self.transport is not None
-        self.transport.write(packet, self.client)
+        self.transport.write(packet, self.client)  # type: ignore[arg-type]
 
     def _arm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -217,6 +218,7 @@ class ReadTransfer(UDPTransfer):
         client: tuple[str, int],
         file: IReadFile,
         read: Callable[[int], bytes | Deferred[bytes]],
+        readInto: ReadInto | None = None,
         blksize: int,
         windowsize: int,
         timeout: float,
@@ -229,15 +231,17 @@ class ReadTransfer(UDPTransfer):
         )
         self.file = file
         self._read = read
+        self._readInto = readInto
         self.blksize = blksize
         self.windowsize = windowsize
         self._oack = encodeOptionAck(oack) if oack else None
         # Window state, in absolute block numbers: blocks 1.._acked are
-        # acknowledged, _window holds the packets of _acked+1.._sent in order.
+        # acknowledged, _window holds the packets of _acked+1.._sent.
         self._acked = 0
         self._sent = 0
-        self._last: int | None = None  # the final (short) block, once read
-        self._window: deque[bytes] = deque()
+        self._window = DataWindow(
+            blksize, windowsize, size=file.size if readInto is not None else None
+        )
         self._resentAfter = -1  # _acked value whose gap was already answered
         self.bytesAcked = 0
         # An asynchronous read: None, the Deferred still to fire, or the
@@ -256,7 +260,7 @@ class ReadTransfer(UDPTransfer):
             self._sendWindow()
 
     def _release(self, outcome: Outcome) -> None:
-        self._window.clear()
+        self._window.release()
         pending, self._async = self._async, None
         if isinstance(pending, Deferred):
             pending.cancel()  # the file forgets the waiting reader; _readFailed ignores it
@@ -309,57 +313,41 @@ class ReadTransfer(UDPTransfer):
 
     def _sendWindow(self, begin: int = 0) -> None:
         """Send blocks from ``begin`` (default _acked+1) to _acked+windowsize:
-        those read before go again (a retransmission), then new ones until the
-        window is full, the file ends, or a read is pending.
+        those built before go again (a retransmission), then new ones until
+        the window is full, the file ends, or a read is pending.
 
-        The common case, a read returning bytes, costs one attribute test
-        and one type test per block beyond what a synchronous loop costs.
-        The window's packets go to the transport together at the end (one
-        system call with UDP GSO), or before a read that has to be awaited,
-        or before an ERROR, so the client sees the same packets in the same
-        order as if each had been sent at once.
+        A file read with ``readInto`` (a local file in octet mode) fills the
+        new blocks of the window with one call; other files are read a block
+        at a time (:meth:`_readBlocks`). The window's packets go to the
+        transport together at the end (one system call with UDP GSO), or
+        before a read that has to be awaited, or before an ERROR, so the
+        client sees the same packets in the same order as if each had been
+        sent at once.
         """
         window = self._window
         first = self._acked + 1
         stop = first + self.windowsize
-        if self._last is not None:
-            stop = min(stop, self._last + 1)
+        if window.last is not None:
+            stop = min(stop, window.last + 1)
         block = begin or first
+        out: list[memoryview] = []  # packets of this window not handed to the transport yet
+        if block <= self._sent:
+            resentStop = min(stop, self._sent + 1)
+            out = window.packets(block, resentStop)
+            self.retransmits += resentStop - block
+            block = resentStop
         waiting = False
-        payload: Any  # bytes by the time a packet is built
-        out: list[bytes] = []  # packets of this window not handed to the transport yet
         try:
-            while block < stop:
-                index = block - first
-                if index < len(window):
-                    packet = window[index]
-                    if block <= self._sent:
-                        self.retransmits += 1
-                else:
-                    pending = self._async
-                    if pending is None:
-                        payload = self._read(self.blksize)
-                        if type(payload) is not bytes:
-                            self._flush(out)
-                            payload = self._awaitRead(payload)
-                            if payload is None:
-                                if self._closed:
-                                    return
-                                waiting = True
-                                break
-                    elif type(pending) is bytes:
-                        self._async = None
-                        payload = pending
-                    else:
-                        waiting = True  # a read is in flight
-                        break
-                    if len(payload) < self.blksize:
-                        self._last = block
-                        stop = block + 1
-                    packet = _DATA_HEADER.pack(_OP_DATA, block & 0xFFFF) + payload
-                    window.append(packet)
-                out.append(packet)
-                block += 1
+            if self._readInto is not None:
+                # More than one fill only when the file outgrew its size.
+                while block < stop and window.last is None:
+                    built = window.fill(self._readInto, block, stop - block)
+                    out += built
+                    block += len(built)
+            elif block < stop:
+                block, waiting = self._readBlocks(block, stop, out)
+                if self._closed:
+                    return
             self._flush(out)
         except OSError as e:
             self._flush(out)
@@ -378,7 +366,38 @@ class ReadTransfer(UDPTransfer):
         else:
             self._arm()
 
-    def _flush(self, packets: list[bytes]) -> None:
+    def _readBlocks(self, block: int, stop: int, out: list[memoryview]) -> tuple[int, bool]:
+        """Read blocks ``block .. stop - 1`` one ``read`` each, adding their
+        packets to ``out``, until the file ends or a read has to be awaited
+        (``out`` is sent first). Return the next block to read and whether a
+        read is awaited; the transfer may have closed (a failed read).
+
+        The common case, a read returning bytes, costs one attribute test
+        and one type test per block beyond what a synchronous loop costs.
+        """
+        window = self._window
+        payload: Any  # bytes by the time a packet is built
+        while block < stop:
+            pending = self._async
+            if pending is None:
+                payload = self._read(self.blksize)
+                if type(payload) is not bytes:
+                    self._flush(out)
+                    payload = self._awaitRead(payload)
+                    if payload is None:
+                        return block, True
+            elif type(pending) is bytes:
+                self._async = None
+                payload = pending
+            else:
+                return block, True  # a read is in flight
+            out.append(window.store(block, payload))
+            if len(payload) < self.blksize:
+                return block + 1, False
+            block += 1
+        return block, False
+
+    def _flush(self, packets: list[memoryview]) -> None:
         """Send ``packets`` to the client and empty the list (first, so that
         a send that raises is not repeated): in one call when the transport
         has ``writeDatagrams`` (:class:`ctftp.udp.QuietPort`), else one by one."""
@@ -437,12 +456,10 @@ class ReadTransfer(UDPTransfer):
                 self._retries += 1
                 self._sendWindow()
             return
-        window = self._window
-        for _ in range(delta):
-            self.bytesAcked += len(window.popleft()) - 4
         self._acked += delta
+        self.bytesAcked = self._window.payloadBytes(self._acked)
         self._retries = 0
-        if self._acked == self._last:
+        if self._acked == self._window.last:
             self._finish(("ok", "transfer_complete", None))
         else:
             self._sendWindow()

@@ -95,9 +95,9 @@ class QuietPort(udp.Port):
             family = _FAMILIES[self.interface] = self.addressFamily
         self.addressFamily = family
 
-    def write(self, datagram: bytes, addr: Any = None) -> None:
+    def write(self, datagram: bytes | memoryview, addr: Any = None) -> None:
         if addr is None or self._connectedAddr:
-            udp.Port.write(self, datagram, addr)
+            udp.Port.write(self, datagram, addr)  # type: ignore[arg-type]  # sendto takes any buffer
             return
         try:
             self.socket.sendto(datagram, addr)
@@ -156,7 +156,7 @@ class QuietPort(udp.Port):
     #: once the kernel or the route refuses it.
     gso = sys.platform == "linux"
 
-    def writeDatagrams(self, datagrams: Sequence[bytes], addr: Any) -> None:
+    def writeDatagrams(self, datagrams: Sequence[bytes | memoryview], addr: Any) -> None:
         """Send each of ``datagrams`` to ``addr`` as a datagram of its own, in order.
 
         A window of DATA is blocks of one size and perhaps a shorter last
@@ -182,7 +182,7 @@ class QuietPort(udp.Port):
                     self.write(datagram, addr)
             start = end
 
-    def _sendSegments(self, datagrams: Sequence[bytes], size: int, addr: Any) -> bool:
+    def _sendSegments(self, datagrams: Sequence[bytes | memoryview], size: int, addr: Any) -> bool:
         """One ``sendmsg`` for ``datagrams``, each ``size`` bytes but the last;
         False (and GSO off) when the kernel refuses it: nothing was sent."""
         try:

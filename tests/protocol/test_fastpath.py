@@ -244,6 +244,65 @@ def test_local_file_mixed_read_sizes(tmp_path):
     assert bytes(got) == data
 
 
+def readAllInto(file: LocalFile, blksize: int, counts: list[int]) -> list[bytes]:
+    """The file's blocks as ``DataWindow.fill`` asks for them: ``counts[i]``
+    blocks in the i-th call (cycling), each into a buffer of its own."""
+    blocks = []
+    for count in itertools.cycle(counts):
+        buffers = [memoryview(bytearray(blksize)) for _ in range(count)]
+        got = file.readInto(buffers, count * blksize)
+        full, rest = divmod(got, blksize)
+        blocks += [bytes(b) for b in buffers[:full]]
+        if full < count:
+            return [*blocks, bytes(buffers[full][:rest])]
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(0, 200_000) | st.sampled_from([0, 512, 4096, 65464, 65536, 131072]),
+    blksize=st.sampled_from([8, 512, 1428, 8192, 65464]),
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    shortReads=st.booleans(),
+)
+def test_local_file_read_into_gives_the_blocks_read_gives(
+    tmp_path_factory, size, blksize, counts, shortReads
+):
+    """The same blocks as :func:`readAll`, however many a call asks for,
+    and when the system returns fewer bytes than asked before the end."""
+    data = random.Random(size).randbytes(size)
+    path = tmp_path_factory.mktemp("f") / "f.bin"
+    path.write_bytes(data)
+    file = LocalFileSource([str(path.parent)]).openPath(str(path))
+    realReadv = os.readv
+
+    def shortReadv(fd: int, buffers: Any) -> int:
+        return realReadv(fd, [buffers[0][: max(1, len(buffers[0]) // 3)]])
+
+    with pytest.MonkeyPatch.context() as patch:
+        if shortReads:
+            patch.setattr(os, "readv", shortReadv)
+        try:
+            blocks = readAllInto(file, blksize, counts)
+        finally:
+            file.close()
+    assert b"".join(blocks) == data
+    assert all(len(b) == blksize for b in blocks[:-1])
+    assert len(blocks) == size // blksize + 1
+
+
+def test_local_file_read_into_more_buffers_than_one_readv_takes(tmp_path):
+    data = random.Random(3).randbytes(3000 * 8 + 5)
+    (tmp_path / "f.bin").write_bytes(data)
+    file = LocalFileSource([str(tmp_path)]).openPath(str(tmp_path / "f.bin"))
+    buffers = [memoryview(bytearray(8)) for _ in range(4000)]
+    try:
+        assert file.readInto(buffers, 4000 * 8) == len(data)
+    finally:
+        file.close()
+    assert b"".join(bytes(b) for b in buffers)[: len(data)] == data
+
+
 # -- a window goes to the transport in one call -----------------------------
 
 
@@ -334,6 +393,66 @@ def test_windows_batched_send_the_same_packets_as_one_by_one(
         assert batches == []
 
 
+@pytest.mark.parametrize(
+    ("size", "blksize", "windowsize"),
+    [
+        (8 * (65536 + 300) - 3, 8, 16),  # rolls the block number over
+        (1428 * 16 * 40, 1428, 16),  # a multiple of the window and of blksize
+        (300_001, 1428, 7),
+        (50_000, 512, 1),  # lock-step
+        (3 * 1428 + 5, 1428, 64),  # fewer blocks than the window
+    ],
+)
+def test_windows_read_at_once_send_the_same_packets_as_blocks_read_one_by_one(
+    harness, monkeypatch, size, blksize, windowsize
+):
+    """A local file's windows read with one ``readInto`` (ctftp.window) send
+    the packets that reading it a block at a time sends, under loss."""
+    options = (("blksize", str(blksize)), ("windowsize", str(windowsize)))
+    atOnce = harness()
+    data = atOnce.write("f.bin", random.Random(size).randbytes(size))
+    atOnceFile, atOnceSent = transcript(atOnce, "f.bin", options, blksize)
+
+    monkeypatch.delattr(LocalFile, "readInto")
+    oneByOne = harness()
+    oneByOne.write("f.bin", data)
+    oneByOneFile, oneByOneSent = transcript(oneByOne, "f.bin", options, blksize)
+
+    assert atOnceFile == oneByOneFile == data
+    assert atOnceSent == oneByOneSent
+    first, second = atOnce.recorder.ended[0], oneByOne.recorder.ended[0]
+    assert (first.status, first.bytes, first.retransmits) == (
+        second.status,
+        second.bytes,
+        second.retransmits,
+    )
+    assert first.status == "ok" and first.bytes == size
+    assert first.retransmits > 0 or len(atOnceSent) < 37  # the client lost a DATA
+
+
+def test_a_file_grown_since_it_was_opened_is_sent_whole(harness):
+    """Its size at open bounds the first read of a window, not the transfer."""
+    h = harness()
+    data = h.write("f.bin", random.Random(5).randbytes(3000))
+    h.request("f.bin", options=(("blksize", "1428"), ("windowsize", "16")))
+    port = h.transferPort()
+    grown = data + random.Random(6).randbytes(40_000)
+    (h.root / "f.bin").write_bytes(grown)  # the same file, written over in place
+    assert isinstance(decode(port.take()[0][0]), OptionAck)
+    port.deliver(encodeAck(0), CLIENT)
+    window = [decode(d) for d, _ in port.take()]
+    assert [p.block for p in window] == list(range(1, 17))  # a whole window
+    for _ in range(10):  # 43,000 bytes: 31 blocks, the last short
+        if len(window[-1].payload) < 1428:
+            break
+        port.deliver(encodeAck(window[-1].block), CLIENT)
+        window += [decode(d) for d, _ in port.take()]
+    assert [p.block for p in window] == list(range(1, 32))
+    assert b"".join(p.payload for p in window) == grown
+    port.deliver(encodeAck(31), CLIENT)
+    assert (h.recorder.ended[0].bytes, h.recorder.ended[0].retransmits) == (len(grown), 0)
+
+
 def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, monkeypatch):
     h = harness()
     h.write("f.bin", bytes(range(256)) * 40)
@@ -348,12 +467,41 @@ def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, m
         return real(self, size)
 
     monkeypatch.setattr(LocalFile, "read", failingRead)
+    monkeypatch.delattr(LocalFile, "readInto")  # read a block at a time
     h.request("f.bin", options=(("windowsize", "4"),))
     port = h.transferPort()
     port.take()  # OACK
     port.deliver(encodeAck(0), CLIENT)
     sent = [decode(d) for d, _ in port.take()]
     assert [p.block for p in sent[:2]] == [1, 2]
+    assert isinstance(sent[2], Error) and len(sent) == 3
+    assert h.recorder.ended[0].message == "aborted"
+
+
+def test_read_error_in_a_window_read_at_once_resends_then_ends(harness, monkeypatch):
+    """A window read with one ``readInto`` is all or nothing: the blocks a
+    gap asks for again go out, then the ERROR."""
+    h = harness()
+    h.write("f.bin", bytes(range(256)) * 40)
+    calls = 0
+    real = LocalFile.readInto
+
+    def failingReadInto(self: LocalFile, buffers: Any, size: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(5, "Input/output error")
+        return real(self, buffers, size)
+
+    monkeypatch.setattr(LocalFile, "readInto", failingReadInto)
+    h.request("f.bin", options=(("blksize", "512"), ("windowsize", "4")))
+    port = h.transferPort()
+    port.take()  # OACK
+    port.deliver(encodeAck(0), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [1, 2, 3, 4]
+    port.deliver(encodeAck(2), CLIENT)  # blocks 3 and 4 lost: resent, then 5 and 6 read
+    sent = [decode(d) for d, _ in port.take()]
+    assert [p.block for p in sent[:2]] == [3, 4]
     assert isinstance(sent[2], Error) and len(sent) == 3
     assert h.recorder.ended[0].message == "aborted"
 

@@ -136,10 +136,14 @@ def negotiate(
         elif key == "blksize2":
             _check(name, value, BLKSIZE_MIN, BLKSIZE_MAX)
             power = _powerOfTwoAtMost(min(value, policy.maxBlksize))
-        elif key == "timeout":
-            timeout = float(_check(name, value, *TIMEOUT_RANGE))
-        elif key == "utimeout":
-            timeout = _check(name, value, *UTIMEOUT_RANGE) / 1_000_000
+        elif key in ("timeout", "utimeout"):
+            if key == "timeout":
+                timeout = float(_check(name, value, *TIMEOUT_RANGE))
+            else:
+                timeout = _check(name, value, *UTIMEOUT_RANGE) / 1_000_000
+            # Asked both ways, the later one sets the timer and is the one
+            # acknowledged, so the OACK says the timeout in use.
+            accepted = [entry for entry in accepted if entry[1] not in ("timeout", "utimeout")]
         elif key == "windowsize":
             windowsize = _check(name, value, *WINDOWSIZE_RANGE)
         elif key == "tsize":

@@ -208,6 +208,24 @@ def test_utimeout_in_range_is_microseconds(value, seconds):
     assert result.oack == (("utimeout", str(value)),)
 
 
+@pytest.mark.parametrize(
+    ("options", "seconds", "oack"),
+    [
+        ([("timeout", "3"), ("utimeout", "500000")], 0.5, (("utimeout", "500000"),)),
+        ([("UTIMEOUT", "500000"), ("Timeout", "3")], 3.0, (("Timeout", "3"),)),
+        (
+            [("timeout", "3"), ("tsize", "0"), ("utimeout", "20000")],
+            0.02,
+            (("tsize", "100"), ("utimeout", "20000")),
+        ),
+    ],
+)
+def test_timeout_and_utimeout_together_the_later_is_used_and_acknowledged(options, seconds, oack):
+    result = read(options, size=100)
+    assert result.timeout == seconds
+    assert result.oack == oack
+
+
 @pytest.mark.parametrize("value", [0, 9_999, 255_000_001])
 def test_utimeout_out_of_range_is_refused(value):
     with pytest.raises(OptionRefused, match="utimeout"):

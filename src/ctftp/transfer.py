@@ -243,12 +243,16 @@ class ReadTransfer(UDPTransfer):
             blksize, windowsize, size=file.size if readInto is not None else None
         )
         self._resentAfter = -1  # _acked value whose gap was already answered
-        self.bytesAcked = 0
         # An asynchronous read: None, the Deferred still to fire, or the
         # payload it brought, not sent yet. _inAwait: a Deferred is being
         # hooked up, so a result arriving now is taken by _awaitRead.
         self._async: Deferred[bytes] | bytes | None = None
         self._inAwait = False
+
+    @property
+    def bytesAcked(self) -> int:
+        """Bytes of the file the client has acknowledged."""
+        return self._window.payloadBytes(self._acked)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -457,7 +461,6 @@ class ReadTransfer(UDPTransfer):
                 self._sendWindow()
             return
         self._acked += delta
-        self.bytesAcked = self._window.payloadBytes(self._acked)
         self._retries = 0
         if self._acked == self._window.last:
             self._finish(("ok", "transfer_complete", None))

@@ -430,6 +430,26 @@ def test_windows_read_at_once_send_the_same_packets_as_blocks_read_one_by_one(
     assert first.retransmits > 0 or len(atOnceSent) < 37  # the client lost a DATA
 
 
+@pytest.mark.parametrize(("windowsize", "readsInto"), [(1, False), (2, True)])
+def test_a_window_of_one_block_is_read_with_read(harness, monkeypatch, windowsize, readsInto):
+    """Lock-step costs less Python with ``read`` and a copy into the slot
+    than with a ``readv`` of one buffer (benchmarks/perack.py)."""
+    calls: list[int] = []
+    real = LocalFile.readInto
+
+    def countingReadInto(self: LocalFile, buffers: Any, size: int) -> int:
+        calls.append(len(buffers))
+        return real(self, buffers, size)
+
+    monkeypatch.setattr(LocalFile, "readInto", countingReadInto)
+    h = harness()
+    data = h.write("f.bin", random.Random(9).randbytes(5000))
+    options = (("blksize", "512"), ("windowsize", str(windowsize)))
+    got, _ = transcript(h, "f.bin", options, 512)
+    assert got == data
+    assert bool(calls) is readsInto
+
+
 def test_a_file_grown_since_it_was_opened_is_sent_whole(harness):
     """Its size at open bounds the first read of a window, not the transfer."""
     h = harness()

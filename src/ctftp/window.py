@@ -6,10 +6,11 @@ Built one by one, each block cost two new objects and a copy (the bytes
 read, then the header concatenated in front). Here each block has a fixed
 slot instead, ``[4-byte DATA header | blksize bytes of payload]`` in a
 ``bytearray``; block ``n`` lives in slot ``(n - 1) % windowsize``, which a
-window never holds twice. A local file is read straight into the payloads of
-a whole run of slots with one ``readv`` (:meth:`DataWindow.fill`); other
-sources hand over bytes that are copied into their slot
-(:meth:`DataWindow.store`). The packets go out as ``memoryview`` slices of
+window never holds twice. A local file's window of two blocks or more is
+read straight into the payloads of a run of slots with one ``readv``
+(:meth:`DataWindow.fill`); other sources, and lock-step, where a ``read``
+costs less Python than a ``readv`` of one buffer, hand over bytes that are
+copied into their slot (:meth:`DataWindow.store`). The packets go out as ``memoryview`` slices of
 the slots, a window of them in one ``sendmsg`` with UDP GSO.
 
 A slot is allocated the first time a block needs it, and a window is read

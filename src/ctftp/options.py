@@ -10,6 +10,8 @@ The rules (SPEC section 3):
 * a ``blksize`` in range but above ``max_blksize`` is lowered to it;
 * ``blksize`` and ``blksize2`` together agree on one size, valid for both:
   the largest power of two within both (and ``max_blksize``);
+* ``timeout`` and ``utimeout`` together: the later one is used, and only it
+  is acknowledged;
 * the OACK names only accepted options, in the client's spelling and order;
   no accepted option means no OACK.
 """

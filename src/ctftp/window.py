@@ -85,7 +85,7 @@ class DataWindow:
         _DATA_HEADER.pack_into(packet, 0, _OP_DATA, block & 0xFFFF)
         if length < self.blksize:
             self._end(block, length)
-            return packet[: length + 4]
+            return packet[: self._lastLength]
         return packet
 
     def fill(self, readInto: ReadInto, first: int, count: int) -> list[memoryview]:
@@ -105,16 +105,16 @@ class DataWindow:
         packets = self._packets[start:end]
         wanted = count * self.blksize
         got = readInto(self._payloads[start:end], wanted)
-        pack = _DATA_HEADER.pack_into
-        block = first
-        for packet in packets:
-            pack(packet, 0, _OP_DATA, block & 0xFFFF)
-            block += 1
         if got < wanted:
             full, rest = divmod(got, self.blksize)
             self._end(first + full, rest)
             del packets[full + 1 :]
             packets[full] = packets[full][: self._lastLength]
+        pack = _DATA_HEADER.pack_into
+        block = first
+        for packet in packets:
+            pack(packet, 0, _OP_DATA, block & 0xFFFF)
+            block += 1
         return packets
 
     def payloadBytes(self, blocks: int) -> int:

@@ -95,6 +95,7 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         self.maxRetries = maxRetries
         self._onDone = onDone
         self._timer: IDelayedCall | None = None
+        self._deadline = 0.0  # when the timer is due (clock.seconds()), once armed
         self._retries = 0
         self._reported = False
         self._closed = False
@@ -155,19 +156,33 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         assert self.transport is not None
         self.transport.write(packet, self.client)  # type: ignore[arg-type]
 
+    # The timer is lazy: a transfer arms it after every packet it sends, and
+    # moving a DelayedCall (``reset``) at every ACK was a tenth of the
+    # Python of a lock-step block. Arming only moves ``_deadline``; the
+    # DelayedCall, once set, stays where it is, and when it fires before
+    # the deadline it sets itself again for the rest. The resend still
+    # comes ``timeout`` seconds after the last packet, as with ``reset``.
+
     def _arm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self.timeout)
-        else:
-            self._timer = self.clock.callLater(self.timeout, self._timedOut)
+        self._deadline = self.clock.seconds() + self.timeout
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.timeout, self._timerFired)
 
     def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
+        if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+
+    def _timerFired(self) -> None:
+        left = self._deadline - self.clock.seconds()
+        if left > 0:
+            self._timer = self.clock.callLater(left, self._timerFired)
+            return
         self._timer = None
+        self._timedOut()
 
     def _timedOut(self) -> None:
-        self._timer = None
+        """``timeout`` seconds since the last packet sent, with no answer."""
         if self._retries >= self.maxRetries:
             self._finish(("error", "timeout", None))
             return
@@ -314,13 +329,19 @@ class ReadTransfer(UDPTransfer):
         if self._closed or failure.check(CancelledError):
             return
         error = failure.value
-        if isinstance(error, RequestRefused):
-            self._fail(error.code, error.message, error.reason)
-        elif isinstance(error, OSError):
-            _log.error("read error on {path}: {error}", path=self.file.path, error=error)
-            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
+        if isinstance(error, RequestRefused | OSError):
+            self._failRead(error)
         else:
             _log.failure("reading {path} failed", failure, path=self.file.path)
+            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
+
+    def _failRead(self, error: RequestRefused | OSError) -> None:
+        """End the transfer on a read that failed: a refusal with its own
+        ERROR, a system error with ERROR 0 and a log line."""
+        if isinstance(error, RequestRefused):
+            self._fail(error.code, error.message, error.reason)
+        else:
+            _log.error("read error on {path}: {error}", path=self.file.path, error=error)
             self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
 
     def _sendWindow(self, begin: int = 0) -> None:
@@ -361,14 +382,9 @@ class ReadTransfer(UDPTransfer):
                 if self._closed:
                     return
             self._flush(out)
-        except OSError as e:
+        except (OSError, RequestRefused) as error:
             self._flush(out)
-            _log.error("read error on {path}: {error}", path=self.file.path, error=e)
-            self._fail(ErrorCode.NOT_DEFINED, "Read error", "aborted")
-            return
-        except RequestRefused as e:
-            self._flush(out)
-            self._fail(e.code, e.message, e.reason)
+            self._failRead(error)
             return
         self._sent = max(self._sent, block - 1)
         if waiting and self._sent == self._acked:
@@ -472,5 +488,37 @@ class ReadTransfer(UDPTransfer):
         self._retries = 0
         if self._acked == self._window.last:
             self._finish(("ok", "transfer_complete", None))
+        elif self.windowsize == 1:
+            self._sendNext()
         else:
             self._sendWindow()
+
+    def _sendNext(self) -> None:
+        """Lock-step, after an ACK: read the next block and send it.
+
+        What :meth:`_sendWindow` does for a window of one new block, without
+        what only a window needs (the list of packets to send together, the
+        resends of a gap, reads until the window is full): a third of the
+        Python of a lock-step block (``benchmarks/perack.py``). A read in
+        flight, or one that has to be awaited, takes the general path.
+        """
+        if self._async is not None:
+            self._sendWindow()
+            return
+        payload: Any  # bytes by the time the packet is built
+        try:
+            payload = self._read(self.blksize)
+        except (OSError, RequestRefused) as error:
+            self._failRead(error)
+            return
+        if type(payload) is not bytes:
+            payload = self._awaitRead(payload)
+            if payload is None:
+                # Awaited (nothing in flight: the timer is off, as in
+                # _sendWindow; _readArrived sends it), or failed and closed.
+                self._disarm()
+                return
+        block = self._sent + 1
+        self._send(self._window.store(block, payload))
+        self._sent = block
+        self._arm()

@@ -132,7 +132,6 @@ class WriteTransfer(UDPTransfer):
 
     def _timedOut(self) -> None:
         if self._committed:  # the dally is over
-            self._timer = None
             self._finish(_COMPLETE)
             return
         super()._timedOut()

@@ -28,6 +28,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import capturedLogs
 
 from ctftp import logs
+from ctftp.errors import RequestRefused
 from ctftp.events import LogEventObserver, TransferRecord, quoteName
 from ctftp.packets import decode, encodeAck
 from ctftp.sources import IReadFile, LocalFile, LocalFileSource
@@ -496,6 +497,46 @@ def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, m
     assert [p.block for p in sent[:2]] == [1, 2]
     assert isinstance(sent[2], Error) and len(sent) == 3
     assert h.recorder.ended[0].message == "aborted"
+
+
+@pytest.mark.parametrize(
+    "failure, sent, outcome",
+    [
+        (OSError(errno.EIO, "Input/output error"), (0, "Read error"), ("error", "aborted", 0)),
+        (RequestRefused(2, "Gone private"), (2, "Gone private"), ("error", "access_denied", 2)),
+    ],
+)
+def test_lock_step_read_error_after_an_ack_ends_with_its_error(
+    harness, monkeypatch, failure, sent, outcome
+):
+    """Lock-step's own path (``ReadTransfer._sendNext``) ends a transfer
+    whose read fails as the window path does: the blocks before went out,
+    then the ERROR, and no timer is left."""
+    h = harness()
+    h.write("f.bin", bytes(range(256)) * 8)
+    reads = 0
+    real = LocalFile.read
+
+    def failingRead(self: LocalFile, size: int) -> bytes:
+        nonlocal reads
+        reads += 1
+        if reads == 3:
+            raise failure
+        return real(self, size)
+
+    monkeypatch.setattr(LocalFile, "read", failingRead)
+    h.request("f.bin")
+    port = h.transferPort()
+    assert [decode(d).block for d, _ in port.take()] == [1]
+    port.deliver(encodeAck(1), CLIENT)
+    assert [decode(d).block for d, _ in port.take()] == [2]
+    port.deliver(encodeAck(2), CLIENT)
+    [error] = [decode(d) for d, _ in port.take()]
+    assert isinstance(error, Error) and (error.code, error.message) == sent
+    [record] = h.recorder.ended
+    assert (record.status, record.message, record.errorCode) == outcome
+    assert record.bytes == 1024
+    assert h.reactor.getDelayedCalls() == []
 
 
 def test_read_error_in_a_window_read_at_once_resends_then_ends(harness, monkeypatch):

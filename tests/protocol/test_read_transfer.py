@@ -85,6 +85,33 @@ def test_lost_data_is_resent_by_timer(harness):
     assert h.recorder.ended[0].status == "ok"
 
 
+def test_the_timer_counts_from_the_last_packet_sent(harness):
+    """Each ACK moves the resend to ``timeout`` after the packet it brought,
+    however long the transfer has run; the timer set for the first packet
+    does not fire in between, and only one timer is ever pending."""
+    h = harness()
+    h.write("f.bin", b"t" * 1500)
+    h.request("f.bin")
+    port = h.transferPort()
+    assert [decode(d).block for d, _ in port.take()] == [1]
+    for block in (1, 2):  # times in binary fractions: exact sums
+        h.reactor.advance(0.625)
+        port.deliver(encodeAck(block), CLIENT)
+        assert [decode(d).block for d, _ in port.take()] == [block + 1]
+        assert len(h.reactor.getDelayedCalls()) == 1
+    h.reactor.advance(0.9375)  # 2.1875 s in: the first packet's timer has long passed
+    assert port.take() == []
+    h.reactor.advance(0.0625)
+    assert [decode(d).block for d, _ in port.take()] == [3]
+    h.reactor.advance(0.9375)
+    assert port.take() == []
+    h.reactor.advance(0.0625)
+    assert [decode(d).block for d, _ in port.take()] == [3]
+    port.deliver(encodeAck(3), CLIENT)
+    assert h.recorder.ended[0].retransmits == 2
+    assert h.reactor.getDelayedCalls() == []
+
+
 def test_duplicate_ack_does_not_send_twice(harness):
     """Sorcerer's Apprentice: a repeated ACK never causes a send in lock-step."""
     h = harness()

@@ -354,6 +354,21 @@ def test_timer_resends_the_last_ack():
     u.dally()
 
 
+def test_the_timer_counts_from_the_last_ack_sent():
+    u = Upload()
+    u.replies()
+    u.reactor.advance(0.75)
+    u.data(1, b"a" * 512)
+    assert u.replies() == [Ack(1)]
+    u.reactor.advance(0.9375)  # 1.6875 s since the opening ACK
+    assert u.replies() == []
+    u.reactor.advance(0.0625)
+    assert u.replies() == [Ack(1)]
+    u.data(2, b"b")
+    assert u.replies() == [Ack(2)]
+    u.dally()
+
+
 def test_oack_is_resent_by_the_timer():
     u = Upload(oack=(("tsize", "5"),))
     [oack] = u.replies()

@@ -499,8 +499,9 @@ class ReadTransfer(UDPTransfer):
         What :meth:`_sendWindow` does for a window of one new block, without
         what only a window needs (the list of packets to send together, the
         resends of a gap, reads until the window is full): a third of the
-        Python of a lock-step block (``benchmarks/perack.py``). A read in
-        flight, or one that has to be awaited, takes the general path.
+        Python of a lock-step block (``benchmarks/perack.py``). While a
+        read is in flight, or its bytes wait to be sent, the general path
+        goes on; a read that has to be awaited is hooked up as there.
         """
         if self._async is not None:
             self._sendWindow()

@@ -33,6 +33,7 @@ from ctftp.events import LogEventObserver, TransferRecord, quoteName
 from ctftp.packets import decode, encodeAck
 from ctftp.sources import IReadFile, LocalFile, LocalFileSource
 from ctftp.testing import MemoryDatagramPort
+from ctftp.transfer import ReadTransfer
 from ctftp.udp import QuietPort
 
 
@@ -429,6 +430,42 @@ def test_windows_read_at_once_send_the_same_packets_as_blocks_read_one_by_one(
     )
     assert first.status == "ok" and first.bytes == size
     assert first.retransmits > 0 or len(atOnceSent) < 37  # the client lost a DATA
+
+
+@pytest.mark.parametrize(
+    ("size", "blksize"),
+    [
+        (8 * (65536 + 300) - 3, 8),  # rolls the block number over
+        (1428 * 40, 1428),  # a multiple of blksize: ends with an empty DATA
+        (50_000, 512),
+        (0, 512),
+    ],
+)
+def test_lock_step_path_sends_the_same_packets_as_the_window_path(
+    harness, monkeypatch, size, blksize
+):
+    """Lock-step's own path after an ACK (``ReadTransfer._sendNext``) sends
+    what the general path sends for a window of one block, under loss."""
+    options = (("blksize", str(blksize)),)
+    own = harness()
+    data = own.write("f.bin", random.Random(size).randbytes(size))
+    ownFile, ownSent = transcript(own, "f.bin", options, blksize)
+
+    monkeypatch.setattr(ReadTransfer, "_sendNext", ReadTransfer._sendWindow)
+    general = harness()
+    general.write("f.bin", data)
+    generalFile, generalSent = transcript(general, "f.bin", options, blksize)
+
+    assert ownFile == generalFile == data
+    assert ownSent == generalSent
+    first, second = own.recorder.ended[0], general.recorder.ended[0]
+    assert (first.status, first.bytes, first.retransmits) == (
+        second.status,
+        second.bytes,
+        second.retransmits,
+    )
+    assert first.status == "ok" and first.bytes == size
+    assert own.reactor.getDelayedCalls() == []
 
 
 @pytest.mark.parametrize(("windowsize", "readsInto"), [(1, False), (2, True)])

@@ -355,6 +355,38 @@ def transcript(h: Harness, name: str, options: tuple[tuple[str, str], ...], blks
     return windowedClient(h, port, blksize, dropData=37, dropAck=11), sent
 
 
+def sameTransfers(
+    harness: Callable[..., Harness],
+    size: int,
+    options: tuple[tuple[str, str], ...],
+    blksize: int,
+    change: Callable[[], None],
+) -> tuple[Any, list[bytes]]:
+    """Serve a random file of ``size`` bytes to the lossy client twice, before
+    and after ``change()`` (a monkeypatch of the path under test), and check
+    that both send the same packets, end alike and leave no timer. Return
+    the first transfer's record and packets."""
+    before = harness()
+    data = before.write("f.bin", random.Random(size).randbytes(size))
+    beforeFile, beforeSent = transcript(before, "f.bin", options, blksize)
+    change()
+    after = harness()
+    after.write("f.bin", data)
+    afterFile, afterSent = transcript(after, "f.bin", options, blksize)
+
+    assert beforeFile == afterFile == data
+    assert beforeSent == afterSent
+    first, second = before.recorder.ended[0], after.recorder.ended[0]
+    assert (first.status, first.bytes, first.retransmits) == (
+        second.status,
+        second.bytes,
+        second.retransmits,
+    )
+    assert first.status == "ok" and first.bytes == size
+    assert before.reactor.getDelayedCalls() == after.reactor.getDelayedCalls() == []
+    return first, beforeSent
+
+
 @pytest.mark.parametrize(
     ("size", "blksize", "windowsize"),
     [
@@ -411,25 +443,12 @@ def test_windows_read_at_once_send_the_same_packets_as_blocks_read_one_by_one(
     """A local file's windows read with one ``readInto`` (ctftp.window) send
     the packets that reading it a block at a time sends, under loss."""
     options = (("blksize", str(blksize)), ("windowsize", str(windowsize)))
-    atOnce = harness()
-    data = atOnce.write("f.bin", random.Random(size).randbytes(size))
-    atOnceFile, atOnceSent = transcript(atOnce, "f.bin", options, blksize)
 
-    monkeypatch.delattr(LocalFile, "readInto")
-    oneByOne = harness()
-    oneByOne.write("f.bin", data)
-    oneByOneFile, oneByOneSent = transcript(oneByOne, "f.bin", options, blksize)
+    def oneByOne() -> None:
+        monkeypatch.delattr(LocalFile, "readInto")
 
-    assert atOnceFile == oneByOneFile == data
-    assert atOnceSent == oneByOneSent
-    first, second = atOnce.recorder.ended[0], oneByOne.recorder.ended[0]
-    assert (first.status, first.bytes, first.retransmits) == (
-        second.status,
-        second.bytes,
-        second.retransmits,
-    )
-    assert first.status == "ok" and first.bytes == size
-    assert first.retransmits > 0 or len(atOnceSent) < 37  # the client lost a DATA
+    atOnce, sent = sameTransfers(harness, size, options, blksize, oneByOne)
+    assert atOnce.retransmits > 0 or len(sent) < 37  # the client lost a DATA
 
 
 @pytest.mark.parametrize(
@@ -446,26 +465,11 @@ def test_lock_step_path_sends_the_same_packets_as_the_window_path(
 ):
     """Lock-step's own path after an ACK (``ReadTransfer._sendNext``) sends
     what the general path sends for a window of one block, under loss."""
-    options = (("blksize", str(blksize)),)
-    own = harness()
-    data = own.write("f.bin", random.Random(size).randbytes(size))
-    ownFile, ownSent = transcript(own, "f.bin", options, blksize)
 
-    monkeypatch.setattr(ReadTransfer, "_sendNext", ReadTransfer._sendWindow)
-    general = harness()
-    general.write("f.bin", data)
-    generalFile, generalSent = transcript(general, "f.bin", options, blksize)
+    def generalPath() -> None:
+        monkeypatch.setattr(ReadTransfer, "_sendNext", ReadTransfer._sendWindow)
 
-    assert ownFile == generalFile == data
-    assert ownSent == generalSent
-    first, second = own.recorder.ended[0], general.recorder.ended[0]
-    assert (first.status, first.bytes, first.retransmits) == (
-        second.status,
-        second.bytes,
-        second.retransmits,
-    )
-    assert first.status == "ok" and first.bytes == size
-    assert own.reactor.getDelayedCalls() == []
+    sameTransfers(harness, size, (("blksize", str(blksize)),), blksize, generalPath)
 
 
 @pytest.mark.parametrize(("windowsize", "readsInto"), [(1, False), (2, True)])

@@ -307,19 +307,21 @@ class TFTPServer:
             self._open(
                 self.sink.openWrite,
                 WriteRequest(name, addr[0], addr[1], request.mode, agreed.tsize),
-                lambda file, pending: self._openedWrite(file, pending, agreed),
+                self._openedWrite,
                 pending,
+                agreed,
             )
 
     def _open(
         self,
         opener: Callable[[Any], Any],
         request: Any,
-        opened: Callable[[Any, _Pending], None],
+        opened: Callable[..., None],
         pending: _Pending,
+        *extra: Any,
     ) -> None:
-        """``opened(opener(request), pending)``, once the file is there; a
-        failure of either goes to :meth:`_openFailed`.
+        """``opened(opener(request), pending, *extra)``, once the file is
+        there; a failure of either goes to :meth:`_openFailed`.
 
         A source or sink may return a Deferred (the relay, an application's
         database); a local file is there at once, and is taken without one
@@ -329,12 +331,12 @@ class TFTPServer:
         try:
             result = opener(request)
             if not isinstance(result, Deferred):
-                opened(result, pending)
+                opened(result, pending, *extra)
                 return
         except Exception:
             self._openFailed(Failure(), pending)
             return
-        result.addCallback(opened, pending).addErrback(self._openFailed, pending)
+        result.addCallback(opened, pending, *extra).addErrback(self._openFailed, pending)
 
     def _remapped(self, pending: _Pending) -> str:
         """The name after the remap rules (SPEC section 5); the safety rules

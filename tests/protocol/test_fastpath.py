@@ -515,9 +515,8 @@ def test_a_file_grown_since_it_was_opened_is_sent_whole(harness):
     assert (h.recorder.ended[0].bytes, h.recorder.ended[0].retransmits) == (len(grown), 0)
 
 
-def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, monkeypatch):
-    h = harness()
-    h.write("f.bin", bytes(range(256)) * 40)
+def failThirdRead(monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    """Make ``LocalFile.read`` raise ``failure`` at its third call."""
     reads = 0
     real = LocalFile.read
 
@@ -525,10 +524,16 @@ def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, m
         nonlocal reads
         reads += 1
         if reads == 3:
-            raise OSError(5, "Input/output error")
+            raise failure
         return real(self, size)
 
     monkeypatch.setattr(LocalFile, "read", failingRead)
+
+
+def test_read_error_mid_window_sends_the_blocks_read_before_the_error(harness, monkeypatch):
+    h = harness()
+    h.write("f.bin", bytes(range(256)) * 40)
+    failThirdRead(monkeypatch, OSError(5, "Input/output error"))
     monkeypatch.delattr(LocalFile, "readInto")  # read a block at a time
     h.request("f.bin", options=(("windowsize", "4"),))
     port = h.transferPort()
@@ -555,17 +560,7 @@ def test_lock_step_read_error_after_an_ack_ends_with_its_error(
     then the ERROR, and no timer is left."""
     h = harness()
     h.write("f.bin", bytes(range(256)) * 8)
-    reads = 0
-    real = LocalFile.read
-
-    def failingRead(self: LocalFile, size: int) -> bytes:
-        nonlocal reads
-        reads += 1
-        if reads == 3:
-            raise failure
-        return real(self, size)
-
-    monkeypatch.setattr(LocalFile, "read", failingRead)
+    failThirdRead(monkeypatch, failure)
     h.request("f.bin")
     port = h.transferPort()
     assert [decode(d).block for d, _ in port.take()] == [1]

@@ -191,6 +191,7 @@ class TFTPServer:
             return
         record = self._record(listener, request, addr)
         pending = _Pending(listener, addr, localHost, request, record, datagram)
+        self._announce(pending)
         if len(self.active) >= self.config.max_connections:
             self.busyDropped += 1
             _log.warn(
@@ -200,8 +201,7 @@ class TFTPServer:
                 client=formatAddress(*addr),
                 dropped=self.busyDropped,
             )
-            # No reply (the client's retry comes back later) and no start
-            # event: one error event says what happened.
+            # No reply: the client's retry comes back later.
             self._end(pending.record, ("error", "server_busy", None))
             return
         self._start(pending)
@@ -258,17 +258,21 @@ class TFTPServer:
             resolved=cleanName(request.filename),
         )
 
-    def _start(self, pending: _Pending) -> None:
-        request, addr, record = pending.request, pending.addr, pending.record
+    def _announce(self, pending: _Pending) -> None:
+        """The request line and the start event of a request that parsed."""
+        request, record = pending.request, pending.record
         _log.info(
             '{op} from {client} file="{file}" mode="{mode}"',
             op="RRQ" if request.isRead else "WRQ",
-            client=formatAddress(*addr),
+            client=formatAddress(*pending.addr),
             file=quoteName(request.filename),
             mode=request.rawMode.lower(),
         )
         record.message = "RRQ received" if request.isRead else "WRQ received"
         self._notify("transferStarted", record)
+
+    def _start(self, pending: _Pending) -> None:
+        request, addr = pending.request, pending.addr
         if request.mode not in _SERVED_MODES:  # mail, or a mode nobody knows
             message = unsupportedModeMessage(request.rawMode)
             self._refuse(pending, RequestRefused(ErrorCode.ILLEGAL_OPERATION, message))

@@ -183,8 +183,8 @@ def records() -> list[tuple[TransferRecord, str]]:
         r = rec(name, resolved=name.replace("\\", "/"))
         r.status, r.message, r.errorCode, r.end = status, message, code, now + 0.05
         r.bytes = 16 if status == "ok" else 0
-        # ACL and busy refusals yield an error event only.
-        calls = "ended" if message in ("access_denied", "server_busy") else "both"
+        # An ACL refusal yields an error event only.
+        calls = "ended" if message == "access_denied" else "both"
         out.append((r, calls))
     return out
 
@@ -223,8 +223,8 @@ def test_receivers_get_exactly_the_events(listening: list[Any]) -> Any:
     http.start()
     try:
         expected = drive([udp, http], records())
-        assert len(expected) == 12
-        yield waitFor(lambda: len(udpRx.events) == 12 and len(httpRx.events) == 12)
+        assert len(expected) == 13
+        yield waitFor(lambda: len(udpRx.events) == 13 and len(httpRx.events) == 13)
         yield sleep(0.1)  # nothing more arrives
     finally:
         yield udp.stop()
@@ -244,8 +244,8 @@ def test_receivers_get_exactly_the_events(listening: list[Any]) -> Any:
         (2, "client_error"),
         (2, "server_busy"),
     ]
-    assert (udp.delivered, udp.failed, udp.dropped) == (12, 0, 0)
-    assert (http.delivered, http.failed, http.dropped, http.retried) == (12, 0, 0, 0)
+    assert (udp.delivered, udp.failed, udp.dropped) == (13, 0, 0)
+    assert (http.delivered, http.failed, http.dropped, http.retried) == (13, 0, 0, 0)
 
 
 @pytest_twisted.inlineCallbacks

@@ -341,7 +341,8 @@ def test_max_connections_drops_silently_and_counts(harness):
     assert len(h.server.active) == 2
     assert h.server.busyDropped == 1
     assert h.listenerReplies() == []
-    assert len(h.recorder.started) == 2
+    assert len(h.recorder.started) == 3  # the dropped one's start, then its error
+    assert [r.message for r in h.recorder.ended] == ["server_busy"]
 
 
 def test_port_range(harness):

@@ -107,12 +107,15 @@ def test_wrq_while_writes_are_off_is_error_4(harness):
     assert reply.code == 4
 
 
-def test_busy_drop_yields_one_error_event_and_no_start(harness):
+def test_busy_drop_yields_a_start_and_an_error_event_and_no_reply(harness):
     h = harness(max_connections=1)
     h.write("f.bin", b"f" * 100)
     h.request("f.bin", client=("10.0.0.5", 1))
     h.request("f.bin", client=("10.0.0.5", 2))
-    assert [r.clientPort for r in h.recorder.started] == [1]
+    assert [(r.clientPort, r.message) for r in h.recorder.started] == [
+        (1, "RRQ received"),
+        (2, "RRQ received"),
+    ]
     [dropped] = h.recorder.ended
     assert (dropped.clientPort, dropped.status, dropped.message) == (2, "error", "server_busy")
     assert h.listenerReplies() == []

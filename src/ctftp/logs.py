@@ -26,10 +26,11 @@ import os
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
@@ -44,6 +45,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 __all__ = [
+    "FORMATTERS",
     "LEVELS",
     "LogFile",
     "LogSetup",
@@ -55,6 +57,7 @@ __all__ = [
     "localSecond",
     "logger",
     "publisher",
+    "streamObserver",
     "structuredFieldsWanted",
 ]
 
@@ -329,6 +332,34 @@ def formatJSONLine(event: LogEvent) -> str | None:
     return line + "\n"
 
 
+#: ``log_format`` -> the formatter of one line.
+FORMATTERS: dict[str, Callable[[LogEvent], str | None]] = {
+    "text": formatTextLine,
+    "json": formatJSONLine,
+}
+
+
+def streamObserver(stream: IO[str], logFormat: str) -> ILogObserver:
+    """
+    An observer writing every event to a text stream in ctftp's lines.
+
+    For twistd's own log when it is the central log (no ``log_dir``): Twisted
+    writes its ``FileLogObserver``'s lines to the stream; this one gives it
+    ctftp's formatter (``log_format``). A line with text the stream could not
+    encode (a lone surrogate from a file name that is not UTF-8) gets
+    backslash escapes instead of an error.
+    """
+    formatter = FORMATTERS[logFormat]
+
+    def format(event: LogEvent) -> str | None:
+        line = formatter(event)
+        if line is None or line.isascii():
+            return line
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return FileLogObserver(stream, format)
+
+
 class LogFile:
     """
     The central log file ``log_dir/ctftp.log``.
@@ -547,8 +578,7 @@ def configure(logDir: str, level: str, logFormat: str) -> LogSetup:
     global _current
     if level not in LEVELS:
         raise ValueError(f"log_level must be one of {', '.join(LEVELS)}, not {level!r}")
-    formatters = {"text": formatTextLine, "json": formatJSONLine}
-    if logFormat not in formatters:
+    if logFormat not in FORMATTERS:
         raise ValueError(f"log_format must be text or json, not {logFormat!r}")
 
     logFile = None
@@ -556,7 +586,7 @@ def configure(logDir: str, level: str, logFormat: str) -> LogSetup:
     if logDir:
         os.makedirs(logDir, exist_ok=True)
         logFile = LogFile(os.path.join(logDir, LOG_FILE_NAME))
-        fileObserver = _FileObserver(logFile, formatters[logFormat])
+        fileObserver = _FileObserver(logFile, FORMATTERS[logFormat])
 
     if _current is not None:
         _current.close()

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
 import sys
+from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.python import usage
+from twisted.python.logfile import LogFile
 
 from ctftp.config import KEYS, ConfigError, ServerConfig, checkKey
 
 if TYPE_CHECKING:
-    from twisted.application.service import IService
+    from collections.abc import Callable
 
-__all__ = ["Options", "main", "makeService"]
+    from twisted.application.service import IService
+    from twisted.logger import ILogObserver
+
+__all__ = [
+    "Options",
+    "main",
+    "makeService",
+    "twistdLogObserver",
+    "writeTwistdLogAsCentralLog",
+]
 
 #: Short forms accepted for a key's option: alias -> key name.
 ALIASES: dict[str, str] = {"root": "root_dir", "listen": "listeners"}
@@ -172,6 +184,64 @@ class Options(usage.Options):
             self.config = self.readConfig()
         except ConfigError as error:
             raise _fail(str(error)) from None
+        writeTwistdLogAsCentralLog(self.parent, self.config)
+
+
+def writeTwistdLogAsCentralLog(twistd: usage.Options | None, config: ServerConfig) -> None:
+    """
+    With ``log_dir`` empty, have twistd write its log in ctftp's lines.
+
+    twistd's log is then the central log (SPEC 2), whose lines SPEC 7 fixes
+    (``[time] [LEVEL] message``, or JSON with ``log_format=json``), while
+    twistd's own observer would write ``time [namespace#level] message``.
+    twistd takes its observer from its ``--logger`` option (the dotted name
+    of a factory, imported once the options are parsed) when it starts
+    logging, before the service is built. So ``twistd`` (the parsed twistd
+    options, None outside twistd) gets :func:`twistdLogObserver` as its
+    ``logger``, which opens the same file twistd would (standard output with
+    ``-n``, else ``--logfile`` or ``twistd.log``) with ctftp's formatter. An
+    operator's own ``--logger`` or ``--syslog`` is left alone, and so is
+    ``--logfile -`` without ``-n``, which twistd refuses itself.
+    """
+    global _twistdLog
+    if twistd is None or config.log_dir or twistd.get("logger") or twistd.get("syslog"):
+        return
+    logfile = twistd.get("logfile") or ""
+    nodaemon = bool(twistd.get("nodaemon"))
+    if logfile == "-" and not nodaemon:
+        return
+    _twistdLog = partial(_openTwistdLog, logfile, nodaemon, config.log_format)
+    twistd["logger"] = f"{__name__}.{twistdLogObserver.__name__}"
+
+
+#: What :func:`twistdLogObserver` opens, set by :func:`writeTwistdLogAsCentralLog`.
+_twistdLog: Callable[[], ILogObserver] | None = None
+
+
+def twistdLogObserver() -> ILogObserver:
+    """twistd's ``--logger`` factory when ctftp's lines are twistd's log."""
+    if _twistdLog is None:
+        raise RuntimeError("ctftp.tap.twistdLogObserver is set by twistd ctftp itself")
+    return _twistdLog()
+
+
+def _openTwistdLog(logfile: str, nodaemon: bool, logFormat: str) -> ILogObserver:
+    """twistd's choice of log file (``UnixAppLogger._getLogObserver``), rotated
+    on SIGUSR1 as twistd does, written in ctftp's format."""
+    from ctftp import logs
+
+    if logfile == "-" or (nodaemon and not logfile):
+        return logs.streamObserver(sys.stdout, logFormat)
+    stream = LogFile.fromFullPath(logfile or "twistd.log")
+    if not signal.getsignal(signal.SIGUSR1):
+
+        def rotate(signum: int, frame: object) -> None:
+            from twisted.internet import reactor
+
+            reactor.callFromThread(stream.rotate)  # type: ignore[attr-defined]
+
+        signal.signal(signal.SIGUSR1, rotate)
+    return logs.streamObserver(stream, logFormat)
 
 
 def makeService(options: Options) -> IService:

@@ -65,6 +65,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -128,6 +129,8 @@ _log = logs.logger("ctftp.workers")
 #: Relayed worker output goes to the global publisher only: the worker
 #: already wrote its ctftp events to ctftp.log itself.
 _relayLog = Logger(namespace="ctftp.workers", observer=globalLogPublisher)
+#: The level a worker's stderr line starts with (``_StderrLines``).
+_LEVEL_PREFIX = re.compile(r"\[(ERROR|WARN|INFO|DEBUG)\] ")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -465,6 +468,7 @@ class _Worker(ProcessProtocol):
         self.quickDeaths = 0
         self.restarts = 0
         self.restartCall: IDelayedCall | None = None
+        self.relayLevel = LogLevel.info
         self._partial: dict[int, bytes] = {}
 
     @property
@@ -684,8 +688,18 @@ class WorkerSupervisor(Service):
         _log.info("worker {number} started (pid {pid})", number=worker.number, pid=worker.pid)
 
     def _relay(self, worker: _Worker, line: str) -> None:
-        if line.strip():
-            _relayLog.info("worker {number}: {line}", number=worker.number, line=line.rstrip("\r"))
+        """One line of a worker's log, at its own level: ``[LEVEL] message``
+        becomes ``worker K: message``; a line without a level (a traceback's)
+        keeps the level of the line before it."""
+        line = line.rstrip("\r")
+        if not line.strip():
+            return
+        match = _LEVEL_PREFIX.match(line)
+        if match is not None:
+            worker.relayLevel = logs.LEVELS[match.group(1).lower()]
+            line = line[match.end() :]
+        level = worker.relayLevel
+        _relayLog.emit(level, "worker {number}: {line}", number=worker.number, line=line)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.pid = worker.pid, None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -277,7 +279,8 @@ def test_privileged_port_then_unprivileged_user(payloads: dict[str, bytes]) -> N
         shutil.rmtree(base, ignore_errors=True)
 
 
-def serve_and_fetch(argv: list[str], cwd: Path, port: int, name: str, expected: bytes) -> None:
+def serve_and_fetch(argv: list[str], cwd: Path, port: int, name: str, expected: bytes) -> str:
+    """Start ``argv``, fetch ``name``, stop it; return what it wrote to its output."""
     output = cwd / "out.txt"
     with output.open("wb") as out:
         proc = subprocess.Popen(
@@ -289,6 +292,7 @@ def serve_and_fetch(argv: list[str], cwd: Path, port: int, name: str, expected: 
         assert fetch("127.0.0.1", port, name) == expected
     finally:
         stop_process(proc)
+    return output.read_text(errors="replace")
 
 
 def test_command_line_only_with_short_forms(tmp_path: Path, payloads: dict[str, bytes]) -> None:
@@ -298,7 +302,23 @@ def test_command_line_only_with_short_forms(tmp_path: Path, payloads: dict[str, 
     port = free_udp_port()
     argv = [*twistd_command(), "-n", "--pidfile", "", "ctftp", "--root", str(root)]
     argv += ["--listen", f"127.0.0.1:{port}", "--file-log", "false"]
-    serve_and_fetch(argv, tmp_path, port, "b512.bin", payloads["b512.bin"])
+    output = serve_and_fetch(argv, tmp_path, port, "b512.bin", payloads["b512.bin"])
+    # No log_dir: twistd's log (standard output) is the central log, in ctftp's lines.
+    stamp = r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\] \[INFO\] "
+    lines = output.splitlines()
+    assert lines and all(re.match(stamp, line) for line in lines), output
+    assert any(
+        re.fullmatch(stamp + r'RRQ from 127\.0\.0\.1:\d+ file="b512\.bin" mode="octet"', line)
+        for line in lines
+    ), output
+    assert any(
+        re.fullmatch(
+            stamp + r'EVENT type=1 client=127\.0\.0\.1:\d+ file="b512\.bin" bytes=512 '
+            r"status=ok msg=transfer_complete",
+            line,
+        )
+        for line in lines
+    ), output
 
 
 def test_ctftp_console_script_with_a_config(tmp_path: Path, payloads: dict[str, bytes]) -> None:
@@ -314,7 +334,17 @@ def test_ctftp_console_script_with_a_config(tmp_path: Path, payloads: dict[str, 
     # root_dir is relative to the config file's folder, not to the current one.
     config = write_config(
         tmp_path / "etc" / "ctftp.conf",
-        {"root_dir": "../root", "listeners": "127.0.0.1:9", "file_log": "false"},
+        {
+            "root_dir": "../root",
+            "listeners": "127.0.0.1:9",
+            "file_log": "false",
+            "log_format": "json",
+        },
     )
     argv = [str(script), str(config), "--listeners", f"127.0.0.1:{port}"]
-    serve_and_fetch(argv, tmp_path / "elsewhere", port, "b513.bin", payloads["b513.bin"])
+    output = serve_and_fetch(argv, tmp_path / "elsewhere", port, "b513.bin", payloads["b513.bin"])
+    # No log_dir: standard output is the central log, one JSON object a line.
+    objects = [json.loads(line) for line in output.splitlines()]
+    [ended] = [o["event"] for o in objects if o.get("event", {}).get("type") == 1]
+    assert (ended["filename"], ended["bytes"], ended["status"]) == ("b513.bin", 513, "ok")
+    assert {o["level"] for o in objects} <= {"INFO", "WARN", "ERROR", "DEBUG"}

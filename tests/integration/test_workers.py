@@ -26,9 +26,16 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from ctftp.config import KEYS, ServerConfig
-from ctftp.workers import WorkerSupervisor, bindReusePort, configFromJSON, configToJSON
+from ctftp.workers import (
+    WorkerSupervisor,
+    _Worker,
+    bindReusePort,
+    configFromJSON,
+    configToJSON,
+)
 
 from ._support import (
     fetch,
@@ -172,6 +179,37 @@ def supervisorEvents() -> Iterator[list[dict[str, Any]]]:
     logs.publisher.addObserver(seen.append)
     yield seen
     logs.publisher.removeObserver(seen.append)
+
+
+def test_relayed_worker_lines_keep_their_level(tmp_path: Path) -> None:
+    """``[LEVEL] message`` from a worker's stderr is logged at that level as
+    ``worker K: message``; a traceback's lines keep the level before them."""
+    supervisor = WorkerSupervisor(_config(tmp_path), reactor, 1)
+    worker = _Worker(supervisor, 2, [])
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        for line in (
+            '[INFO] RRQ from 127.0.0.1:1 file="a" mode="octet"\r',
+            "[ERROR] Unhandled error",
+            "Traceback (most recent call last):",
+            "",
+            "[WARN] cannot write sidecar",
+            "no level at all",
+        ):
+            supervisor._relay(worker, line)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    relayed = [
+        (e["log_level"], formatEvent(e)) for e in seen if e.get("log_namespace") == "ctftp.workers"
+    ]
+    assert relayed == [
+        (LogLevel.info, 'worker 2: RRQ from 127.0.0.1:1 file="a" mode="octet"'),
+        (LogLevel.error, "worker 2: Unhandled error"),
+        (LogLevel.error, "worker 2: Traceback (most recent call last):"),
+        (LogLevel.warn, "worker 2: cannot write sidecar"),
+        (LogLevel.warn, "worker 2: no level at all"),
+    ]
 
 
 @pytest_twisted.inlineCallbacks

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.application.service import IServiceMaker
+from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 
 from ctftp import tap
@@ -391,3 +397,100 @@ def test_main_script_bad_config_subprocess(tmp_path: Path) -> None:
     assert result.stderr == (
         f"ctftp: {conf}:2: max_retries: expected a whole number 0 or greater, got '-1'\n"
     )
+
+
+# -- twistd's log as the central log (no log_dir) ------------------------------------------
+
+
+def parseTwistd(*argv: str) -> Any:
+    """twistd's own options with ``ctftp`` as the subcommand, as twistd parses them."""
+    from twisted.scripts.twistd import ServerOptions
+
+    options = ServerOptions()
+    options.parseOptions(list(argv))
+    return options
+
+
+@pytest.fixture
+def restoredUSR1() -> Iterator[None]:
+    """The test process's SIGUSR1 handler, put back after a test that lets a
+    twistd log file install its rotation."""
+    previous = signal.getsignal(signal.SIGUSR1)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def rrqEvent() -> dict[str, Any]:
+    return {
+        "log_format": 'RRQ from {client} file="{file}" mode="octet"',
+        "log_level": LogLevel.info,
+        "log_namespace": "ctftp.server",
+        "log_time": 1764670561.0,
+        "client": "192.168.10.50:40000",
+        "file": "test.txt",
+    }
+
+
+def test_twistd_log_without_log_dir_gets_ctftp_lines(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = parseTwistd("-n", "ctftp", "--root-dir", str(root))
+    assert options["logger"] is tap.twistdLogObserver
+    observer = options["logger"]()
+    observer(rrqEvent())
+    observer({**rrqEvent(), "file": "caf\udce9"})  # a name that is not UTF-8
+    out, _ = capsys.readouterr()
+    first, second = out.splitlines()
+    assert re.fullmatch(
+        r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\] \[INFO\] RRQ from 192\.168\.10\.50:40000 "
+        r'file="test\.txt" mode="octet"',
+        first,
+    )
+    assert second.endswith('file="caf\\udce9" mode="octet"')
+
+
+def test_twistd_log_without_log_dir_in_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    options = parseTwistd("-n", "ctftp", "--root-dir", str(root), "--log-format", "json")
+    options["logger"]()(rrqEvent())
+    out, _ = capsys.readouterr()
+    line = json.loads(out)
+    assert (line["level"], line["message"], line["file"]) == (
+        "INFO",
+        'RRQ from 192.168.10.50:40000 file="test.txt" mode="octet"',
+        "test.txt",
+    )
+
+
+def test_twistd_logfile_without_log_dir_gets_ctftp_lines(
+    root: Path, tmp_path: Path, restoredUSR1: None
+) -> None:
+    logfile = tmp_path / "twistd.log"
+    options = parseTwistd("--logfile", str(logfile), "ctftp", "--root-dir", str(root))
+    observer = options["logger"]()
+    observer(rrqEvent())
+    assert re.fullmatch(
+        r"\[[-0-9T:]{19}\] \[INFO\] RRQ from \S+ file=\"test\.txt\" mode=\"octet\"\n",
+        logfile.read_text(),
+    )
+    assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)  # rotation, as twistd
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("-n", "ctftp", "--log-dir", "LOGS"),  # ctftp.log is the central log
+        ("-n", "--logger", "twisted.logger.textFileLogObserver", "ctftp"),  # the operator's
+        ("-n", "--syslog", "ctftp"),
+        ("--logfile", "-", "ctftp"),  # twistd refuses a daemon on stdout itself
+    ],
+)
+def test_twistd_log_left_alone(root: Path, tmp_path: Path, argv: tuple[str, ...]) -> None:
+    argv = tuple(str(tmp_path / "logs") if arg == "LOGS" else arg for arg in argv)
+    options = parseTwistd(*argv, "--root-dir", str(root))
+    assert options["logger"] is not tap.twistdLogObserver
+
+
+def test_twistd_log_observer_outside_twistd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tap, "_twistdLog", None)
+    with pytest.raises(RuntimeError):
+        tap.twistdLogObserver()

@@ -26,6 +26,8 @@ import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ctftp.timelimit import Overtime, limited
+
 __all__ = [
     "DEFAULT_DENY_MESSAGE",
     "FAILURE_MESSAGE",
@@ -36,6 +38,7 @@ __all__ = [
     "RemapFailed",
     "RemapSyntaxError",
     "RuleSet",
+    "TIME_LIMIT",
 ]
 
 #: tftp-hpa's deadman counter: rule evaluations (and ``g`` rounds) per name.
@@ -45,6 +48,11 @@ MAX_STEPS = 4096
 #: PATH_MAX on Linux, so no such name could be opened anyway; the cap stops a
 #: rule such as ``rs .* \0\0`` from doubling a name 4096 times.
 MAX_NAME_LENGTH = 4096
+
+#: Seconds one name may spend in the rules (their regexes, see
+#: :mod:`ctftp.timelimit`) before the remap fails; real rule sets take
+#: microseconds.
+TIME_LIMIT = 0.05
 
 #: The ERROR 2 text when an ``a`` rule has no (or an empty) message; tftpd-hpa
 #: sends its default EACCESS text then.
@@ -83,11 +91,21 @@ class RemapDenied(Exception):
 
 class RemapFailed(Exception):
     """The rules did not finish within :data:`MAX_STEPS` steps (or grew the name
-    past :data:`MAX_NAME_LENGTH`): ERROR 2 ``Remap table failure``."""
+    past :data:`MAX_NAME_LENGTH`, or ran past :data:`TIME_LIMIT`): ERROR 2
+    ``Remap table failure``. :attr:`detail`, when set, is for the operator's
+    log, not for the client."""
 
-    def __init__(self, message: str = FAILURE_MESSAGE) -> None:
+    def __init__(self, message: str = FAILURE_MESSAGE, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail
+
+
+def _overtime(source: str, line: int) -> RemapFailed:
+    return RemapFailed(
+        detail=f"{source}:{line}: the regex took more than {TIME_LIMIT * 1000:.0f} ms "
+        "on this name and was stopped"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -668,17 +686,32 @@ class RuleSet:
         client's IP address; ``exists`` answers the ``E`` flag's question
         "can this name be served?".  Raises :class:`RemapDenied` when an ``a``
         rule matches and :class:`RemapFailed` when the rules run past
-        :data:`MAX_STEPS` steps.
+        :data:`MAX_STEPS` steps or :data:`TIME_LIMIT`.
         """
         if op not in ("get", "put"):
             raise ValueError(f'op must be "get" or "put", not {op!r}')
         client = _client(clientHost)
+        running = [0]  # the index of the rule being tried, for the log
+        try:
+            return limited(TIME_LIMIT, lambda: self._apply(name, client, op, exists, running))
+        except Overtime:
+            raise _overtime(self.source, self._rules[running[0]].line) from None
+
+    def _apply(
+        self,
+        name: str,
+        client: _Client,
+        op: str,
+        exists: Callable[[str], bool],
+        running: list[int],
+    ) -> str:
         rules = self._rules
         current = name
         steps = 0
         budget = [_PROBE_BUDGET]
         index = 0
         while index < len(rules):
+            running[0] = index
             rule = rules[index]
             following = index + 1
             if not rule.appliesTo(op, client.family):
@@ -819,8 +852,17 @@ class PcreRules:
         return len(self._rules)
 
     def apply(self, name: str) -> str | None:
-        """The rewritten name, or ``None`` when no pattern matches."""
-        for rule in self._rules:
+        """The rewritten name, or ``None`` when no pattern matches; raises
+        :class:`RemapFailed` when the patterns run past :data:`TIME_LIMIT`."""
+        running = [0]  # the index of the rule being tried, for the log
+        try:
+            return limited(TIME_LIMIT, lambda: self._apply(name, running))
+        except Overtime:
+            raise _overtime(self.source, self._rules[running[0]].line) from None
+
+    def _apply(self, name: str, running: list[int]) -> str | None:
+        for index, rule in enumerate(self._rules):
+            running[0] = index
             match = rule.regex.search(name)
             if match is None:
                 continue

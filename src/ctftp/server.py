@@ -347,20 +347,27 @@ class TFTPServer:
         of section 4 apply to the result, in the source or sink."""
         requested = pending.request.filename
         name = requested
-        if self.rules is not None:
-            try:
+        try:
+            if self.rules is not None:
                 name = self.rules.apply(
                     name,
                     clientHost=pending.addr[0],
                     op="get" if pending.request.isRead else "put",
                     exists=self._servable,
                 )
-            except RemapDenied as e:
-                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, e.message) from None
-            except RemapFailed as e:
-                raise RequestRefused(ErrorCode.ACCESS_VIOLATION, str(e)) from None
-        if self.pcre is not None and not self._servable(name):
-            name = self.pcre.apply(name) or name
+            if self.pcre is not None and not self._servable(name):
+                name = self.pcre.apply(name) or name
+        except RemapDenied as e:
+            raise RequestRefused(ErrorCode.ACCESS_VIOLATION, e.message) from None
+        except RemapFailed as e:
+            if e.detail:
+                _log.warn(
+                    'remap of file="{file}" from {client} failed: {detail}',
+                    file=quoteName(requested),
+                    client=formatAddress(*pending.addr),
+                    detail=e.detail,
+                )
+            raise RequestRefused(ErrorCode.ACCESS_VIOLATION, e.message) from None
         if name != requested:
             _log.info(
                 'file="{file}" remapped to "{resolved}"',

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import CLIENT
+from twisted.logger import LogLevel
 
+from ctftp import logs
 from ctftp.config import ConfigError
 from ctftp.service import loadRules
 
@@ -76,6 +78,32 @@ def test_runaway_rules_end_with_remap_table_failure(harness, tmp_path):
     h.request("anything")
     [reply] = h.listenerReplies()
     assert (reply.code, reply.message) == (2, "Remap table failure")
+
+
+@pytest.mark.parametrize("key", ["remap_file", "pcre_file"])
+def test_a_runaway_regex_is_stopped_and_the_server_goes_on(harness, tmp_path, monkeypatch, key):
+    """A name built to make Python's backtracking run for ever (glibc matches it
+    at once) gets ERROR 2 after the time limit, with a warning naming the rule;
+    the next request is served."""
+    monkeypatch.setattr("ctftp.remap.TIME_LIMIT", 0.01)
+    rules = tmp_path / "rules"
+    rule = r"^([a-z0-9]+[-_.]?)+\.cfg$"
+    rules.write_text(f"r {rule} cfg/\\0\n" if key == "remap_file" else f"{rule} cfg/$0\n")
+    h = harness(**{key: str(rules)})
+    h.write("ok.txt", b"fine")
+    seen: list[dict] = []
+    logs.publisher.addObserver(seen.append)
+    try:
+        h.request("a1" * 14 + "!")
+    finally:
+        logs.publisher.removeObserver(seen.append)
+    [reply] = h.listenerReplies()
+    assert (reply.code, reply.message) == (2, "Remap table failure")
+    [warning] = [e for e in seen if e.get("detail")]
+    assert warning["log_level"] == LogLevel.warn
+    assert warning["detail"].startswith(f"{rules}:1: the regex took more than 10 ms")
+    h.request("ok.txt", client=(CLIENT[0], 2))
+    assert h.run(h.transferPort(), client=(CLIENT[0], 2)) == b"fine"
 
 
 def test_pcre_only_when_the_name_does_not_exist(harness, tmp_path):

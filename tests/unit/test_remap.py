@@ -754,3 +754,34 @@ def test_pcre_from_file(tmp_path: Path) -> None:
     path = tmp_path / "atftpd.pcre"
     path.write_text("# comment\r\n^old(.*)$ new$1\r\n")
     assert PcreRules.fromFile(str(path)).apply("old.bin") == "new.bin"
+
+
+# -- the time limit on the regexes ---------------------------------------------------------
+
+# Python's backtracking takes about a second on this name (glibc: no time).
+RUNAWAY = r"^([a-z0-9]+[-_.]?)+\.cfg$"
+RUNAWAY_NAME = "a1" * 12 + "!"
+
+
+def test_a_runaway_regex_fails_the_remap_and_names_its_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("ctftp.remap.TIME_LIMIT", 0.01)
+    rules = RuleSet.fromText(f"r ^x$ y\n# slow\nr {RUNAWAY} cfg/\\0\n", source="phones.rules")
+    assert rules.apply("x", clientHost=V4, op="get") == "y"
+    with pytest.raises(RemapFailed) as caught:
+        rules.apply(RUNAWAY_NAME, clientHost=V4, op="get")
+    assert caught.value.message == FAILURE_MESSAGE
+    assert caught.value.detail == (
+        "phones.rules:3: the regex took more than 10 ms on this name and was stopped"
+    )
+    assert rules.apply("x", clientHost=V4, op="get") == "y"  # and the rules go on working
+
+
+def test_a_runaway_pcre_pattern_fails_the_remap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ctftp.remap.TIME_LIMIT", 0.01)
+    patterns = PcreRules.fromText(f"^x$ y\n{RUNAWAY} cfg/$0\n", source="pcre")
+    with pytest.raises(RemapFailed) as caught:
+        patterns.apply(RUNAWAY_NAME)
+    assert caught.value.detail.startswith("pcre:2: the regex took more than 10 ms")
+    assert patterns.apply("x") == "y"

@@ -116,18 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     exists = _existsUnder(args.root) if args.root else (lambda name: True)
     for name in _names(sys.stdin):
-        if isinstance(rules, PcreRules):
-            result = rules.apply(name)
-            line = f"{name} -> {name} (no match)" if result is None else f"{name} -> {result}"
-        else:
-            try:
+        try:
+            if isinstance(rules, PcreRules):
+                result = rules.apply(name)
+                line = f"{name} -> {name} (no match)" if result is None else f"{name} -> {result}"
+            else:
                 line = f"{name} -> " + rules.apply(
                     name, clientHost=args.client, op=args.op, exists=exists
                 )
-            except RemapDenied as e:
-                line = f"{name} -> denied: {e.message}"
-            except RemapFailed as e:
-                line = f"{name} -> failed: {e.message}"
+        except RemapDenied as e:
+            line = f"{name} -> denied: {e.message}"
+        except RemapFailed as e:
+            line = f"{name} -> failed: {e.message}"
+            if e.detail:
+                line += f" ({e.detail})"
         _write(sys.stdout, line + "\n")
     return 0
 

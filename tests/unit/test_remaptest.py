@@ -118,6 +118,27 @@ def test_pcre(
     assert out.splitlines() == ["SEPAB.cnf.xml -> phones/SEPAB.xml", "other -> other (no match)"]
 
 
+@pytest.mark.parametrize("pcre", [False, True])
+def test_a_runaway_regex_says_which_rule(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    pcre: bool,
+) -> None:
+    monkeypatch.setattr("ctftp.remap.TIME_LIMIT", 0.01)
+    path = tmp_path / "slow"
+    regex = r"^([a-z0-9]+[-_.]?)+\.cfg$"
+    path.write_text(f"{regex} x\n" if pcre else f"r {regex} x\n")
+    argv = ["--pcre", str(path)] if pcre else [str(path)]
+    status, out, _ = runMain(monkeypatch, capsys, argv, "a1" * 12 + "!\nb.cfg\n")
+    assert status == 0
+    assert out.splitlines() == [
+        "a1" * 12 + "! -> failed: Remap table failure "
+        f"({path}:1: the regex took more than 10 ms on this name and was stopped)",
+        "b.cfg -> x",
+    ]
+
+
 def test_bad_rule_file(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -5,7 +5,9 @@ The rules, in order:
 1. a leading ``/`` is dropped (PXE ROMs ask for ``/pxelinux.0``) and ``\\``
    becomes ``/`` (Windows-minded clients);
 2. the name is looked up in each root of the search path in turn; the first
-   root where it exists wins;
+   root where it is a regular file (or a URL link) wins, as in BSD tftpd;
+   if none has one, the first root where it exists at all answers (a
+   folder there is refused);
 3. after following symlinks the result must still be inside that root, or the
    request is an access violation, whether or not the target exists, so that
    nothing outside the root can be probed;
@@ -159,8 +161,8 @@ def fallbackTarget(base: str, name: str) -> RemoteTarget:
 
 
 def _walk(
-    realRoot: str, relative: str, relay: bool
-) -> tuple[str, bool | None] | RemoteTarget | None:
+    realRoot: str, relative: str, relay: bool, root: str
+) -> tuple[str, int | None] | RemoteTarget | None:
     """Follow ``relative`` from ``realRoot`` like ``os.path.realpath`` does
     (components that do not exist are taken as they are), stopping at the
     first URL link.
@@ -169,20 +171,23 @@ def _walk(
     what exists there: a ``..`` at the root is an escape at once (even if a
     later part would come back in), and so is a step to anything that is
     neither inside the root nor one of its own ancestors (which a link with
-    an absolute target into the root passes through). A URL link counts
-    only where it lies inside the root.
+    an absolute target into the root passes through). A link's absolute
+    target that names the root as configured (``root``, which may be, or
+    pass through, a symlink: a release folder switched by a link) is read
+    as naming ``realRoot``, which it resolves to. A URL link counts only
+    where it lies inside the root.
     ``None``: the name cannot exist in this root, because something that is
     not a folder has more after it, if only a ``/`` (``file.txt/`` is not
-    the file, as ``open`` says with ENOTDIR). Else the path and whether
-    it exists, as the walk's last ``lstat`` said (``None``: not known after
-    a ``..``), which spares the caller a second look. A component the server
-    may not look into (EACCES) is an access violation, as ``open`` would
-    report it.
+    the file, as ``open`` says with ENOTDIR). Else the path and its mode, as
+    the walk's last ``lstat`` saw it (0: it does not exist; ``None``: not
+    known after a ``..``), which spares the caller a second look. A
+    component the server may not look into (EACCES) is an access violation,
+    as ``open`` would report it.
     """
     path = realRoot
     todo = list(reversed(relative.split("/")))
     hops = 0
-    exists: bool | None = True  # None: not known after a ".."
+    mode: int | None = stat.S_IFDIR  # None: not known after a ".."
     while todo:
         part = todo.pop()
         if part in ("", "."):
@@ -191,7 +196,7 @@ def _walk(
             if not _insideBelow(path, realRoot):
                 raise _denied()
             path = posixpath.dirname(path)
-            exists = None
+            mode = None
             continue
         candidate = posixpath.join(path, part)
         if not _inside(candidate, realRoot) and not _ancestor(candidate, realRoot):
@@ -202,13 +207,13 @@ def _walk(
             raise _denied() from None
         except OSError:
             path = candidate
-            exists = False
+            mode = 0
             continue
         if not stat.S_ISLNK(st.st_mode):
             if todo and not stat.S_ISDIR(st.st_mode):
                 return None
             path = candidate
-            exists = True
+            mode = st.st_mode
             continue
         try:
             link = os.readlink(candidate)
@@ -224,8 +229,11 @@ def _walk(
             raise _denied()
         if link.startswith("/"):
             path = "/"
+            alias = posixpath.normpath(root)
+            if alias != realRoot and (link == alias or link.startswith(alias + "/")):
+                link = realRoot + link[len(alias) :]
         todo.extend(reversed(link.split("/")))
-    return path, exists
+    return path, mode
 
 
 #: ``realpath`` of each root as last seen, and when (``time.monotonic``).
@@ -261,14 +269,15 @@ def resolveRead(
         not relative or "\0" in relative
     ):  # NUL cannot come off the wire, but a remap or an app could pass it
         raise _denied()
+    found = None  # the first root's answer that is not a regular file
     for root in roots:
         realRoot = _realRoot(root)
-        walked = _walk(realRoot, relative, relay)
+        walked = _walk(realRoot, relative, relay, root)
         if walked is None:
             continue
         if isinstance(walked, RemoteTarget):
             return walked
-        real, exists = walked
+        real, mode = walked
         if not _inside(real, realRoot):
             raise _denied()
         if (
@@ -280,10 +289,23 @@ def resolveRead(
             # tell whether X was ever fetched), and here, in the root that
             # has X, rather than found in a later root of the search path.
             raise _denied()
-        if exists is False or (exists is None and not os.path.lexists(real)):
-            continue
-        return real
+        if mode is None:
+            mode = _mode(real)
+        if stat.S_ISREG(mode):
+            return real
+        if mode and found is None:
+            found = real  # a folder, a FIFO...: a later root may have the file
+    if found is not None:
+        return found
     raise RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")
+
+
+def _mode(path: str) -> int:
+    """``lstat``'s mode of ``path``, 0 when it does not exist."""
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
 
 
 def resolveExisting(roots: Sequence[str], name: str, *, protectSidecars: bool) -> str:

@@ -264,6 +264,24 @@ def test_root_given_through_a_symlink_still_serves(tmp_path, root):
     assert refused(source, "../secret.txt") == 2
 
 
+def test_absolute_symlink_through_a_symlinked_root_is_served(tmp_path):
+    """The root is a link to a release folder; a link inside it names its
+    target through the root's configured path, not the release's."""
+    release = tmp_path / "release-2"
+    write(release / "t.txt", b"in the release")
+    (tmp_path / "current").symlink_to(release, target_is_directory=True)
+    (release / "via-root").symlink_to(tmp_path / "current" / "t.txt")
+    (release / "via-release").symlink_to(release / "t.txt")
+    (tmp_path / "current-other").symlink_to(tmp_path, target_is_directory=True)
+    (release / "via-other-link").symlink_to(tmp_path / "current-other" / "release-2" / "t.txt")
+    source = LocalFileSource([str(tmp_path / "current")])
+    assert fetch(source, "via-root") == b"in the release"
+    assert fetch(source, "via-release") == b"in the release"
+    # Only the root's own configured path is read as the root: another link
+    # outside it is not followed (nothing outside the root is looked at).
+    assert refused(source, "via-other-link") == 2
+
+
 def test_symlink_loop_is_refused_not_hung(root):
     (root / "loop1").symlink_to("loop2")
     (root / "loop2").symlink_to("loop1")
@@ -315,11 +333,19 @@ def test_search_path_escape_from_the_second_root_is_refused(roots, tmp_path):
     assert refused(LocalFileSource([str(first), str(second)]), "out") == 2
 
 
-def test_search_path_folder_in_first_root_shadows_a_file_in_second(roots):
+def test_search_path_goes_past_what_is_not_a_regular_file(roots):
+    """As BSD tftpd: the first root where the name is a regular file wins; a
+    folder or a FIFO of that name in an earlier root does not hide it."""
     first, second = roots
     (first / "name").mkdir()
     write(second / "name", b"file")
-    assert refused(LocalFileSource([str(first), str(second)]), "name") == 2
+    os.mkfifo(first / "fifo")
+    write(second / "fifo", b"file 2")
+    (first / "only-a-folder").mkdir()
+    source = LocalFileSource([str(first), str(second)])
+    assert fetch(source, "name") == b"file"
+    assert fetch(source, "fifo") == b"file 2"
+    assert refused(source, "only-a-folder") == 2  # no root has a file: the folder answers
 
 
 @pytest.mark.parametrize("name", ["text.txt/", "text.txt/.", "text.txt//", "text.txt/x", "link/"])

@@ -48,7 +48,7 @@ from ctftp.packets import (
 from ctftp.ports import transferPorts
 from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
 from ctftp.resolver import cleanName, resolveExisting
-from ctftp.sources import IReadFile, IReadSource, ReadRequest
+from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
 from ctftp.udp import WILDCARDS, ListenUDP
 from ctftp.upload import WriteTransfer
@@ -131,6 +131,13 @@ class TFTPServer:
         self.clock: IReactorTime = reactor
         self.source = source
         self.sink = sink
+        #: The ``E`` flag for an RRQ: would a local file be served? (As in
+        #: tftp-hpa, it asks the roots, whatever source serves the reads.)
+        self._readable = LocalFileSource(
+            config.root_dir,
+            requireWorldReadable=config.require_world_readable,
+            protectSidecars=config.file_log,
+        ).canRead
         self.observers = list(observers)
         #: Where transfers get their ports: fresh ones, or ``port_pool``'s.
         self.ports = transferPorts(config, reactor, listenUDP)
@@ -353,7 +360,7 @@ class TFTPServer:
                     name,
                     clientHost=pending.addr[0],
                     op="get" if pending.request.isRead else "put",
-                    exists=self._servable,
+                    exists=self._readable if pending.request.isRead else self._writable,
                 )
             if self.pcre is not None and not self._servable(name):
                 name = self.pcre.apply(name) or name
@@ -377,9 +384,17 @@ class TFTPServer:
             pending.record.resolved = cleanName(name)
         return name
 
+    def _writable(self, name: str) -> bool:
+        """The ``E`` flag for a WRQ: would the sink accept ``name``? (A sink
+        of an application's that cannot say: whether the file exists.)"""
+        if self.sink is None:
+            return False
+        canWrite = getattr(self.sink, "canWrite", None)
+        return canWrite(name) if canWrite is not None else self._servable(name)
+
     def _servable(self, name: str) -> bool:
-        """Whether ``name`` is a regular file under a root (the ``E`` flag and
-        the "only when the name does not exist" rule of pcre files)."""
+        """Whether ``name`` is a regular file under a root (the "only when
+        the name does not exist" rule of pcre files)."""
         try:
             path = resolveExisting(self.config.root_dir, name, protectSidecars=False)
         except RequestRefused:

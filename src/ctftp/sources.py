@@ -208,6 +208,17 @@ class LocalFileSource:
             self.roots, request.filename, protectSidecars=self.protectSidecars, relay=relay
         )
 
+    def canRead(self, name: str) -> bool:
+        """Whether a read of ``name`` would be served a local file: the remap
+        ``E`` flag's question for an RRQ, answered by opening it."""
+        try:
+            located = self.locate(ReadRequest(name, "", 0, "octet"))
+            assert isinstance(located, str)
+            self.openPath(located).close()
+        except RequestRefused:
+            return False
+        return True
+
     def openPath(self, path: str) -> LocalFile:
         """Open ``path`` (from :meth:`locate`) with the checks of SPEC section 4."""
         try:

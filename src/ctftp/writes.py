@@ -311,6 +311,15 @@ class LocalWriteSink:
         self.uploading.add(path)
         return LocalWriteFile(self, fd, temporary, path, mode, owner)
 
+    def canWrite(self, name: str) -> bool:
+        """Whether a WRQ for ``name`` would be accepted (the remap ``E``
+        flag's question): the checks of :meth:`openWrite`, nothing created."""
+        try:
+            self._checkTarget(self._resolve(name))
+        except RequestRefused:
+            return False
+        return True
+
     def _release(self, path: str) -> None:
         self.uploading.discard(path)
 
@@ -398,3 +407,7 @@ class DevNullSink:
 
     def openWrite(self, request: WriteRequest) -> DevNullFile:
         return DevNullFile()
+
+    def canWrite(self, name: str) -> bool:
+        """Every name is accepted (the remap ``E`` flag's question)."""
+        return True

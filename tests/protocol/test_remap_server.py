@@ -8,6 +8,7 @@ from twisted.logger import LogLevel
 
 from ctftp import logs
 from ctftp.config import ConfigError
+from ctftp.packets import OP_WRQ, encodeData, encodeRequest
 from ctftp.service import loadRules
 
 RULES = r"""
@@ -19,6 +20,10 @@ ri ^[a-z]:/?(.*) \1
 a ^private/ Private\ files\ are\ not\ served
 r ^missing\.bin$ fallback.bin E
 """
+
+
+def wrq(h, name, client=CLIENT):
+    h.listener.deliver(encodeRequest(OP_WRQ, name, "octet", ()), client)
 
 
 @pytest.fixture
@@ -60,6 +65,42 @@ def test_e_flag_and_result_still_contained(remapped, tmp_path):
     h = remapped
     h.request("missing.bin")
     assert h.run(h.transferPort()) == b"fb"
+
+
+def test_e_flag_on_a_read_asks_what_would_be_served(harness, tmp_path):
+    """With require_world_readable, a rewrite to a file the server would refuse
+    is undone and the next rule runs (tftp-hpa asks its own access check)."""
+    rules = tmp_path / "rules"
+    rules.write_text("rE ^(.*)$ private/\\1\nrE ^(.*)$ public/\\1\n")
+    h = harness(remap_file=str(rules), require_world_readable=True)
+    h.write("private/x.txt", b"not for others")
+    (h.root / "private" / "x.txt").chmod(0o640)
+    h.write("public/x.txt", b"for everyone")
+    (h.root / "public" / "x.txt").chmod(0o644)
+    h.request("x.txt")
+    assert h.run(h.transferPort()) == b"for everyone"
+
+
+def test_e_flag_on_a_write_asks_the_sink(harness, tmp_path):
+    """For a WRQ, E keeps a rewrite the upload would be accepted at, even for
+    a file that does not exist yet (allow_create), and undoes one into a
+    folder that does not exist."""
+    rules = tmp_path / "rules"
+    rules.write_text("rEP ^(.*)$ up/\\1\nrP ^(.*)$ other/\\1\n")
+    h = harness(remap_file=str(rules), allow_write=True, allow_create=True)
+    (h.root / "up").mkdir()
+    (h.root / "other").mkdir()
+    wrq(h, "new.txt")
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeData(1, b"uploaded"), CLIENT)
+    assert (h.root / "up" / "new.txt").read_bytes() == b"uploaded"
+    (h.root / "up").rename(h.root / "gone")
+    wrq(h, "second.txt", client=(CLIENT[0], 2))
+    port = h.transferPort()
+    port.take()
+    port.deliver(encodeData(1, b"elsewhere"), (CLIENT[0], 2))
+    assert (h.root / "other" / "second.txt").read_bytes() == b"elsewhere"
 
 
 def test_remap_result_goes_through_the_safety_rules(harness, tmp_path):

@@ -400,7 +400,8 @@ class _Regex:
 
     @classmethod
     def compile(cls, source: str, ignoreCase: bool) -> _Regex:
-        flags = re.DOTALL | (re.IGNORECASE if ignoreCase else 0)
+        # re.ASCII: the C locale folds case in ASCII only (no Kelvin sign for "k").
+        flags = re.DOTALL | re.ASCII | (re.IGNORECASE if ignoreCase else 0)
         try:
             translation = _EreTranslator(source).translate()
             main = re.compile(translation.render(r"\Z"), flags)

@@ -785,3 +785,12 @@ def test_a_runaway_pcre_pattern_fails_the_remap(monkeypatch: pytest.MonkeyPatch)
         patterns.apply(RUNAWAY_NAME)
     assert caught.value.detail.startswith("pcre:2: the regex took more than 10 ms")
     assert patterns.apply("x") == "y"
+
+
+def test_case_folding_is_ascii_only_as_in_the_c_locale() -> None:
+    """glibc in the C locale (tftpd-hpa's) folds ASCII letters only: the Kelvin
+    sign is not a "k", nor the long s an "s"."""
+    rules = RuleSet.fromText("rie ^kernel$ MATCHED\nrie ^\\.ssh$ MATCHED\n")
+    assert rules.apply("KERNEL", clientHost=V4, op="get") == "MATCHED"
+    assert rules.apply("\u212aernel", clientHost=V4, op="get") == "\u212aernel"
+    assert rules.apply(".\u017fsh", clientHost=V4, op="get") == ".\u017fsh"

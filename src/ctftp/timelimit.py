@@ -54,8 +54,9 @@ def _available() -> bool:
 
 
 def limited(seconds: float, work: Callable[[], _T]) -> _T:
-    """``work()``, stopped with :class:`Overtime` after ``seconds`` of wall time
-    (when a limit is :func:`available <_available>`; else not stopped)."""
+    """``work()``, stopped with :class:`Overtime` after ``seconds`` of wall
+    time, where a limit disturbs nobody (see the module's docstring); else
+    ``work()`` without a limit."""
     global _armed
     if not _available():
         return work()

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
@@ -45,11 +45,43 @@ class ConfigError(Exception):
 
 
 def settingWhere(config: ServerConfig, key: str) -> str:
-    """Where ``key`` was set, for a :class:`ConfigError`: the config file,
-    or the command-line option when there is no file."""
-    return (
-        f"{config.source}: {key}" if config.source else f"command line: --{key.replace('_', '-')}"
-    )
+    """Where ``key``'s value came from, for a :class:`ConfigError` found after
+    parsing (a folder that cannot be used): ``FILE:LINE: key`` when the config
+    file's line gave it, else the command-line option."""
+    option = f"command line: --{key.replace('_', '-')}"
+    if not config.source:
+        return option
+    try:
+        with open(config.source, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except (OSError, ValueError):
+        return f"{config.source}: {key}"
+    for number, _, name, raw in _settingLines(text):
+        if name != key:
+            continue
+        try:
+            fromFile = KEYS[key].convert(raw, os.path.dirname(config.source))
+            if isinstance(fromFile, str):
+                fromFile = KEYS[key].parse(fromFile)
+            else:
+                fromFile = _TYPED[key](fromFile)
+        except ValueError:
+            return option  # the file's value never parsed: it was overridden
+        return f"{config.source}:{number}: {key}" if fromFile == getattr(config, key) else option
+    return option
+
+
+def _settingLines(text: str) -> Iterator[tuple[int, str, str, str]]:
+    """``(line number, line, key, raw value)`` of each line that is not blank
+    or a comment, split at its first ``=`` (key and value stripped; a key is
+    empty when the line has no ``=``). Lines end at ``\n`` only (strip()
+    drops a ``\r``), so the numbers match editors'."""
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        name, sep, raw = stripped.partition("=")
+        yield number, stripped, name.strip() if sep else "", raw.strip()
 
 
 def unusableFolder(config: ServerConfig, key: str, folder: str, error: OSError) -> ConfigError:
@@ -906,15 +938,9 @@ class ServerConfig:
         # machine can be overridden with --root-dir).
         values = _convertAll(overrides or {}, COMMAND_LINE)
         lines: dict[str, int] = {}
-        # Split on "\n" only (strip() drops a "\r"), so numbers match editors'.
-        for number, line in enumerate(text.split("\n"), 1):
+        for number, stripped, name, raw in _settingLines(text):
             where = f"{path}:{number}"
-            stripped = line.strip()
-            if not stripped or stripped[0] in "#;":
-                continue
-            name, sep, raw = stripped.partition("=")
-            name, raw = name.strip(), raw.strip()
-            if not sep or not name:
+            if not name:
                 raise ConfigError(f"{where}: expected key=value, got '{stripped}'")
             _checkName(name, where, name)
             if name in lines:

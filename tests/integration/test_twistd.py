@@ -217,7 +217,7 @@ def test_unusable_log_dir_is_one_line(tmp_path: Path, logDir: str) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "Traceback" not in output, output
-    assert len(lines_naming(output, "logs.conf", "log_dir", "cannot use")) == 1, output
+    assert len(lines_naming(output, "logs.conf:3: log_dir: cannot use")) == 1, output
 
 
 def free_privileged_port() -> int | None:

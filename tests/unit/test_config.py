@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ctftp.config import KEYS, ConfigError, Key, ServerConfig, checkKey
+from ctftp.config import KEYS, ConfigError, Key, ServerConfig, checkKey, settingWhere
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -1100,3 +1100,23 @@ def test_relay_keys_by_keyword(root: Path) -> None:
         ServerConfig(root_dir=str(root), fallback_url=5)
     with pytest.raises(ConfigError, match="^ServerConfig: cache_max_bytes: expected"):
         ServerConfig(root_dir=str(root), cache_max_bytes=-5)
+
+
+# -- where a setting came from, for errors found after parsing ---------------------------
+
+
+def test_setting_where_names_the_file_line_or_the_option(tmp_path: Path, root: Path) -> None:
+    """A folder found unusable when the service is built (log_dir, cache_dir)
+    is reported at the line that set it, or at the option that overrode it."""
+    path = writeConf(
+        tmp_path,
+        f"# ctftp\nroot_dir={root}\n\nlog_dir = logs\n; cache\ncache_dir=cache\n",
+    )
+    config = ServerConfig.fromFile(path)
+    assert settingWhere(config, "log_dir") == f"{path}:4: log_dir"
+    assert settingWhere(config, "cache_dir") == f"{path}:6: cache_dir"
+    overridden = ServerConfig.fromFile(path, {"log_dir": str(tmp_path / "other")})
+    assert settingWhere(overridden, "log_dir") == "command line: --log-dir"
+    added = ServerConfig.fromFile(path, {"metrics_listen": "127.0.0.1:9100"})
+    assert settingWhere(added, "metrics_listen") == "command line: --metrics-listen"
+    assert settingWhere(ServerConfig(root_dir=str(root)), "log_dir") == "command line: --log-dir"

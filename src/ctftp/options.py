@@ -76,9 +76,9 @@ class Negotiated:
     oack: tuple[tuple[str, str], ...] = field(default=())
 
 
-#: The message of ERROR 8 on the wire: atftpd's words, which atftp's test
+#: The message of ERROR 8 on the wire: atftpd 0.8's words, which atftp's test
 #: suite looks for; what was wrong goes to the central log (OptionRefused).
-REFUSAL_MESSAGE = "Failure to negotiate RFC1782 options"
+REFUSAL_MESSAGE = "Failure to negotiate RFC2347 options"
 
 
 class OptionRefused(Exception):

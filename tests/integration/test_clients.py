@@ -205,7 +205,7 @@ def test_option_out_of_range_atftp(shared_server: Server, out_dir: Path, option:
     need("atftp")
     argv = atftp_get(shared_server.host, shared_server.port, "b513.bin", out_dir / "o", [option])
     result = run_client([argv[0], "--trace", *argv[1:]])
-    assert "<Failure to negotiate RFC1782 options>" in result.stderr, result.describe()
+    assert "<Failure to negotiate RFC2347 options>" in result.stderr, result.describe()
 
 
 TRAVERSALS = ["../secret.txt", "../root/../secret.txt", "/../secret.txt"]

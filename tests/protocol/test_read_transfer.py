@@ -311,7 +311,7 @@ def test_out_of_range_option_gets_error_8(harness, option):
         h.request("f.bin", options=(option,))
     [reply] = h.listenerReplies()
     # atftpd's words, which atftp's test suite looks for; the detail is logged.
-    assert reply == Error(8, "Failure to negotiate RFC1782 options")
+    assert reply == Error(8, "Failure to negotiate RFC2347 options")
     assert h.recorder.ended[0].message == "option_refused"
     # Refused before it started: no sidecar line (SPEC 7, docs/logging.md).
     assert h.recorder.ended[0].localPath is None

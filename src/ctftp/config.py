@@ -60,15 +60,19 @@ def settingWhere(config: ServerConfig, key: str) -> str:
         if name != key:
             continue
         try:
-            fromFile = KEYS[key].convert(raw, os.path.dirname(config.source))
-            if isinstance(fromFile, str):
-                fromFile = KEYS[key].parse(fromFile)
-            else:
-                fromFile = _TYPED[key](fromFile)
+            fromFile = _canonical(key, KEYS[key].convert(raw, os.path.dirname(config.source)))
         except ValueError:
             return option  # the file's value never parsed: it was overridden
         return f"{config.source}:{number}: {key}" if fromFile == getattr(config, key) else option
     return option
+
+
+def _canonical(name: str, value: Any) -> Any:
+    """A key's value as ``ServerConfig`` keeps it, from a raw string or a
+    typed value; raises ValueError like the key's parser."""
+    if isinstance(value, str):
+        return KEYS[name].parse(value)
+    return _TYPED[name](value)
 
 
 def _settingLines(text: str) -> Iterator[tuple[int, str, str, str]]:
@@ -905,12 +909,8 @@ class ServerConfig:
                     raise _keyword("source", "expected a path", value)
                 result["source"] = _absolute(value, None) if value else ""
                 continue
-            key = KEYS[f.name]
             try:
-                if isinstance(value, str):
-                    result[f.name] = key.parse(value)
-                else:
-                    result[f.name] = _TYPED[f.name](value)
+                result[f.name] = _canonical(f.name, value)
             except ValueError as exc:
                 raise _keyword(f.name, str(exc), getattr(exc, "got", value)) from None
         return result

@@ -25,6 +25,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ctftp.timelimit import Overtime, limited
 
@@ -101,11 +102,25 @@ class RemapFailed(Exception):
         self.detail = detail
 
 
-def _overtime(source: str, line: int) -> RemapFailed:
-    return RemapFailed(
-        detail=f"{source}:{line}: the regex took more than {TIME_LIMIT * 1000:.0f} ms "
-        "on this name and was stopped"
-    )
+_T = TypeVar("_T")
+
+
+def _withinTimeLimit(
+    source: str,
+    rules: Sequence[_Rule] | Sequence[_PcreRule],
+    work: Callable[[list[int]], _T],
+) -> _T:
+    """``work(running)`` within :data:`TIME_LIMIT`, where ``work`` keeps the
+    index of the rule it is trying in ``running[0]``; past the limit, a
+    :class:`RemapFailed` whose detail names that rule's ``source:line``."""
+    running = [0]
+    try:
+        return limited(TIME_LIMIT, lambda: work(running))
+    except Overtime:
+        raise RemapFailed(
+            detail=f"{source}:{rules[running[0]].line}: the regex took more than "
+            f"{TIME_LIMIT * 1000:.0f} ms on this name and was stopped"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -692,11 +707,11 @@ class RuleSet:
         if op not in ("get", "put"):
             raise ValueError(f'op must be "get" or "put", not {op!r}')
         client = _client(clientHost)
-        running = [0]  # the index of the rule being tried, for the log
-        try:
-            return limited(TIME_LIMIT, lambda: self._apply(name, client, op, exists, running))
-        except Overtime:
-            raise _overtime(self.source, self._rules[running[0]].line) from None
+        return _withinTimeLimit(
+            self.source,
+            self._rules,
+            lambda running: self._apply(name, client, op, exists, running),
+        )
 
     def _apply(
         self,
@@ -855,11 +870,11 @@ class PcreRules:
     def apply(self, name: str) -> str | None:
         """The rewritten name, or ``None`` when no pattern matches; raises
         :class:`RemapFailed` when the patterns run past :data:`TIME_LIMIT`."""
-        running = [0]  # the index of the rule being tried, for the log
-        try:
-            return limited(TIME_LIMIT, lambda: self._apply(name, running))
-        except Overtime:
-            raise _overtime(self.source, self._rules[running[0]].line) from None
+        return _withinTimeLimit(
+            self.source,
+            self._rules,
+            lambda running: self._apply(name, running),
+        )
 
     def _apply(self, name: str, running: list[int]) -> str | None:
         for index, rule in enumerate(self._rules):

@@ -138,18 +138,54 @@ def parseBool(raw: str) -> bool:
     raise ValueError(_BOOL_EXPECTED)
 
 
-_MULTICAST_EXPECTED = (
-    "expected false (RFC 2090 multicast is not supported by this version of ctftp)"
+_MULTICAST_ADDR_EXPECTED = (
+    "expected comma-separated IPv4 multicast addresses (224.0.0.0/4), the last number"
+    " of each may be a range: 239.239.239.0-255"
 )
+_MULTICAST_PORT_EXPECTED = "expected a port 1..65535 or a range LOW-HIGH"
+_MULTICAST_TTL_EXPECTED = "expected a whole number 1..255"
 _MTFTP_EXPECTED = "expected an empty value (PXE MTFTP is not supported by this version of ctftp)"
 
 
-def parseMulticast(raw: str) -> bool:
-    """Accept ``multicast`` at its default only: RFC 2090 is not implemented,
-    so a config that turns it on fails clearly instead of serving unicast."""
-    if parseBool(raw):
-        raise ValueError(_MULTICAST_EXPECTED)
-    return False
+def parseMulticastAddr(raw: str) -> tuple[str, ...]:
+    """Parse ``multicast_addr``, the groups RFC 2090 transfers are sent to,
+    in atftpd's ``--mcast-addr`` form: addresses, each of whose last number
+    may be a range (``239.239.239.0-255``), separated by commas."""
+    groups: list[str] = []
+    for part in raw.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        head, _, last = text.rpartition(".")
+        low, dash, high = last.partition("-")
+        try:
+            numbers = range(int(low, 10), int(high if dash else low, 10) + 1)
+            first = ipaddress.IPv4Address(f"{head}.{numbers.start}")
+            if not numbers or numbers.stop > 256 or not first.is_multicast:
+                raise ValueError(text)
+        except ValueError:
+            raise BadValueError(_MULTICAST_ADDR_EXPECTED, text) from None
+        groups.extend(f"{head}.{n}" for n in numbers)
+    if not groups:
+        raise ValueError(_MULTICAST_ADDR_EXPECTED)
+    return tuple(dict.fromkeys(groups))
+
+
+def parseMulticastPort(raw: str) -> tuple[int, int]:
+    """Parse ``multicast_port``: the UDP port of the groups, or a range of
+    them (atftpd's ``--mcast-port``)."""
+    low, dash, high = raw.strip().partition("-")
+    first = _port(low, _MULTICAST_PORT_EXPECTED, 1)
+    last = _port(high, _MULTICAST_PORT_EXPECTED, 1) if dash else first
+    if first > last:
+        raise ValueError(_MULTICAST_PORT_EXPECTED)
+    return (first, last)
+
+
+def parseMulticastTTL(raw: str) -> int:
+    """Parse ``multicast_ttl``: hops a group's packets may take (atftpd's
+    ``--mcast-ttl``); 1 keeps them on the local network."""
+    return _intIn(raw, 1, 255, _MULTICAST_TTL_EXPECTED)
 
 
 def parseMtftpFile(raw: str) -> str:
@@ -769,8 +805,27 @@ KEYS: Mapping[str, Key] = _keys(
     Key(
         "multicast",
         "false",
-        "RFC 2090 multicast option (atftpd); only false: not supported by this version",
-        parseMulticast,
+        "true: accept the RFC 2090 multicast option (atftpd)",
+        parseBool,
+    ),
+    Key(
+        "multicast_addr",
+        "239.239.239.0-255",
+        "IPv4 groups for multicast transfers, e.g. 239.239.239.0-255,239.1.1.1 (atftpd"
+        " --mcast-addr)",
+        parseMulticastAddr,
+    ),
+    Key(
+        "multicast_port",
+        "1758",
+        "UDP port of the multicast groups, or a range LOW-HIGH (atftpd --mcast-port)",
+        parseMulticastPort,
+    ),
+    Key(
+        "multicast_ttl",
+        "1",
+        "TTL of multicast packets, 1..255 (atftpd --mcast-ttl)",
+        parseMulticastTTL,
     ),
     Key(
         "mtftp_file",
@@ -884,6 +939,9 @@ class ServerConfig:
     allow_clients: tuple[acl.Network, ...] = ()
     deny_clients: tuple[acl.Network, ...] = ()
     multicast: bool = False
+    multicast_addr: tuple[str, ...] = tuple(f"239.239.239.{n}" for n in range(256))
+    multicast_port: tuple[int, int] = (1758, 1758)
+    multicast_ttl: int = 1
     mtftp_file: str = ""
     workers: int = 1
     systemd: bool = False
@@ -1079,10 +1137,24 @@ def _typedBool(value: object) -> bool:
     raise ValueError(_BOOL_EXPECTED)
 
 
-def _typedMulticast(value: object) -> bool:
-    if _typedBool(value):
-        raise ValueError(_MULTICAST_EXPECTED)
-    return False
+def _typedMulticastAddr(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return parseMulticastAddr(value)
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise ValueError(_MULTICAST_ADDR_EXPECTED)
+    return parseMulticastAddr(",".join(value))
+
+
+def _typedMulticastPort(value: object) -> tuple[int, int]:
+    if isinstance(value, str):
+        return parseMulticastPort(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return parseMulticastPort(str(value))
+    if isinstance(value, Iterable):
+        ports = list(value)
+        if len(ports) == 2 and all(isinstance(p, int) and not isinstance(p, bool) for p in ports):
+            return parseMulticastPort(f"{ports[0]}-{ports[1]}")
+    raise ValueError(_MULTICAST_PORT_EXPECTED)
 
 
 def _typedRefuse(value: object) -> frozenset[str]:
@@ -1180,7 +1252,10 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "pcre_file": _typedStr(parseFile, "expected an existing file"),
     "allow_clients": acl.normaliseCIDRList,
     "deny_clients": acl.normaliseCIDRList,
-    "multicast": _typedMulticast,
+    "multicast": _typedBool,
+    "multicast_addr": _typedMulticastAddr,
+    "multicast_port": _typedMulticastPort,
+    "multicast_ttl": _typedInt(parseMulticastTTL),
     "mtftp_file": _typedStr(parseMtftpFile, _MTFTP_EXPECTED),
     "workers": _typedInt(parseWorkers),
     "systemd": _typedBool,

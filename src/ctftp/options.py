@@ -1,6 +1,7 @@
 """RFC 2347/2348/2349/7440 option negotiation, plus tftp-hpa's ``blksize2`` and
-``utimeout``. Pure: the caller passes the request's options, the server's
-policy and the file size, and gets back what was agreed and the OACK to send.
+``utimeout``, and RFC 2090's ``multicast`` when the policy allows it. Pure:
+the caller passes the request's options, the server's policy and the file
+size, and gets back what was agreed and the OACK to send.
 
 The rules (SPEC section 3):
 
@@ -13,13 +14,17 @@ The rules (SPEC section 3):
 * ``timeout`` and ``utimeout`` together: the later one is used, and only it
   is acknowledged;
 * the OACK names only accepted options, in the client's spelling and order;
-  no accepted option means no OACK.
+  no accepted option means no OACK;
+* ``multicast`` (a read, ``OptionPolicy.multicast``) is accepted with an
+  empty value in the OACK: its value (group, port, master) is the
+  multicast session's to fill in (``ctftp.multicast``), or the entry is
+  dropped if the read is sent by unicast after all.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ctftp.packets import optionKey
 
@@ -57,6 +62,7 @@ class OptionPolicy:
     maxBlksize: int = BLKSIZE_MAX
     refused: frozenset[str] = frozenset()
     maxWindowBytes: int = 16 * 1024 * 1024
+    multicast: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,12 @@ class Negotiated:
     timeout: float | None = None
     tsize: int | None = None
     oack: tuple[tuple[str, str], ...] = field(default=())
+    multicast: bool = False
+
+    def withoutOption(self, key: str) -> Negotiated:
+        """The same, with option ``key`` (lower case) not acknowledged."""
+        oack = tuple(entry for entry in self.oack if optionKey(entry[0]) != key)
+        return replace(self, oack=oack, multicast=self.multicast and key != "multicast")
 
 
 #: The message of ERROR 8 on the wire: atftpd 0.8's words, which atftp's test
@@ -123,12 +135,18 @@ def negotiate(
     windowsize = 1
     timeout: float | None = None
     tsize: int | None = None
+    multicast = False
     # Accepted options as [client spelling, lower-case name, value]; the
     # windowsize value is settled last because it depends on blksize.
     accepted: list[tuple[str, str, int]] = []
     for name, rawValue in options:
         key = optionKey(name)
         if key in policy.refused:
+            continue
+        if key == "multicast":
+            if isRead and policy.multicast:
+                multicast = True
+                accepted.append((name, key, 0))
             continue
         value = _number(rawValue)
         if value is None:
@@ -162,6 +180,6 @@ def negotiate(
     else:
         blksize = plain or power or DEFAULT_BLKSIZE
     windowsize = max(1, min(windowsize, policy.maxWindowBytes // blksize))
-    final = {"blksize": blksize, "blksize2": blksize, "windowsize": windowsize}
+    final = {"blksize": blksize, "blksize2": blksize, "windowsize": windowsize, "multicast": ""}
     oack = tuple((name, str(final.get(key, value))) for name, key, value in accepted)
-    return Negotiated(blksize, windowsize, timeout, tsize, oack)
+    return Negotiated(blksize, windowsize, timeout, tsize, oack, multicast)

@@ -37,6 +37,10 @@ LIVE_KEYS = frozenset(
         "refuse_options",
         "options",
         "max_connections",
+        "multicast",
+        "multicast_addr",
+        "multicast_port",
+        "multicast_ttl",
     }
 )
 

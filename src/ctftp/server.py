@@ -19,7 +19,7 @@ from __future__ import annotations
 import os.path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, MessageLengthError
@@ -32,6 +32,7 @@ from ctftp.config import ServerConfig
 from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress, quoteName
 from ctftp.logs import logger
+from ctftp.multicast import Member, Sessions
 from ctftp.netascii import NetasciiReader
 from ctftp.options import REFUSAL_MESSAGE, Negotiated, OptionPolicy, OptionRefused, negotiate
 from ctftp.packets import (
@@ -45,12 +46,12 @@ from ctftp.packets import (
     encodeError,
     unsupportedModeMessage,
 )
-from ctftp.ports import transferPorts
+from ctftp.ports import FreshPorts, transferPorts
 from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
 from ctftp.resolver import cleanName, resolveExisting
 from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
-from ctftp.udp import WILDCARDS, ListenUDP
+from ctftp.udp import WILDCARDS, ListenUDP, transferListener
 from ctftp.upload import WriteTransfer
 from ctftp.writes import IWriteFile, IWriteSink, WriteRequest, checkUploadSize
 
@@ -85,6 +86,21 @@ class ListenerProtocol(DatagramProtocol):
             self.transport.write(packet, addr)
         except (OSError, MessageLengthError) as e:
             _log.warn("cannot answer {client}: {error}", client=formatAddress(*addr), error=e)
+
+
+class Running(Protocol):
+    """What the server holds for a client port while it is served: a
+    :class:`UDPTransfer`, or a client's part of a multicast session."""
+
+    @property
+    def transport(self) -> Any: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    def stop(self, outcome: Outcome) -> None: ...
+
+    def requestRepeated(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -142,7 +158,11 @@ class TFTPServer:
         #: Where transfers get their ports: fresh ones, or ``port_pool``'s.
         self.ports = transferPorts(config, reactor, listenUDP)
         self.policy = self._policy(config)
-        self.active: dict[tuple[ListenerProtocol, Any], UDPTransfer | None] = {}
+        #: RFC 2090 sessions (``multicast``), each on a fresh port of its own.
+        self.multicast = Sessions(
+            config, reactor, FreshPorts(listenUDP or transferListener(reactor), config.port_range)
+        )
+        self.active: dict[tuple[ListenerProtocol, Any], Running | None] = {}
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
         self.busyDropped = 0
         self.malformed = 0
@@ -156,7 +176,10 @@ class TFTPServer:
     @staticmethod
     def _policy(config: ServerConfig) -> OptionPolicy:
         return OptionPolicy(
-            enabled=config.options, maxBlksize=config.max_blksize, refused=config.refuse_options
+            enabled=config.options,
+            maxBlksize=config.max_blksize,
+            refused=config.refuse_options,
+            multicast=config.multicast,
         )
 
     def reconfigure(self, config: ServerConfig) -> None:
@@ -165,6 +188,7 @@ class TFTPServer:
         self.config = config
         self.policy = self._policy(config)
         self.clientFilter.acl = ClientACL(config.allow_clients, config.deny_clients)
+        self.multicast.configure(config)
 
     @property
     def aclDropped(self) -> int:
@@ -249,6 +273,7 @@ class TFTPServer:
         if self.active.get(key) is not running:
             return True
         if not running.ended and self._requests.get(key) == datagram:
+            running.requestRepeated()
             return False
         running.stop(("error", "aborted", None))
         return True
@@ -439,6 +464,10 @@ class TFTPServer:
             return
         record.localPath = file.path
         self._agreed(record, agreed)
+        if agreed.multicast:
+            if not netascii and self._multicastRead(pending, file, agreed):
+                return
+            agreed = agreed.withoutOption("multicast")
         transfer = ReadTransfer(
             clock=self.clock,
             client=pending.addr,
@@ -453,6 +482,23 @@ class TFTPServer:
             onDone=lambda t, outcome: self._readDone(pending, t, outcome),
         )
         self._launch(pending, transfer, file.close)
+
+    def _multicastRead(self, pending: _Pending, file: IReadFile, agreed: Negotiated) -> bool:
+        """Serve the read through an RFC 2090 session; ``False`` when it
+        cannot be multicast (:meth:`Sessions.join`): it is then sent by
+        unicast."""
+        member = Member(
+            client=pending.addr,
+            options=agreed.withoutOption("windowsize").oack,
+            timeout=agreed.timeout or self.config.timeout_sec,
+            onDone=lambda m, outcome: self._multicastDone(pending, m, outcome),
+        )
+        self._hold(pending, member)
+        if not self.multicast.join(member, file, agreed.blksize, self._localHost(pending)):
+            self._hold(pending, None)
+            return False
+        pending.record.windowsize = 1
+        return True
 
     def _openedWrite(self, file: IWriteFile, pending: _Pending, agreed: Negotiated) -> None:
         record = pending.record
@@ -497,12 +543,12 @@ class TFTPServer:
                 pending, RequestRefused(ErrorCode.NOT_DEFINED, "Server busy", "server_busy")
             )
 
-    def _hold(self, pending: _Pending, transfer: UDPTransfer | None) -> None:
+    def _hold(self, pending: _Pending, transfer: Running | None) -> None:
         """Mark the client's port busy with ``transfer`` (``None``: opening)."""
         self.active[pending.key] = transfer
         self._requests[pending.key] = pending.datagram
 
-    def _release(self, pending: _Pending, transfer: UDPTransfer | None) -> None:
+    def _release(self, pending: _Pending, transfer: Running | None) -> None:
         """Free the client's port, if ``transfer`` still holds it."""
         if pending.key in self.active and self.active[pending.key] is transfer:
             del self.active[pending.key]
@@ -511,10 +557,16 @@ class TFTPServer:
     def _bindTransfer(self, pending: _Pending, transfer: UDPTransfer) -> None:
         """Give the transfer a port on the address the request came to, so
         that replies leave from it."""
+        self.ports.attach(transfer, pending.addr, self._localHost(pending))
+
+    @staticmethod
+    def _localHost(pending: _Pending) -> str:
+        """The local address the request came to (a wildcard listener's
+        best guess when the system did not say)."""
         host = pending.listener.host
         if host in WILDCARDS:
             host = pending.localHost or ("::" if ":" in pending.addr[0] else "")
-        self.ports.attach(transfer, pending.addr, host)
+        return host
 
     # -- endings -------------------------------------------------------------
 
@@ -522,6 +574,12 @@ class TFTPServer:
         pending.record.bytes = transfer.bytesAcked
         pending.record.retransmits = transfer.retransmits
         self._close(pending, transfer)
+        self._end(pending.record, outcome)
+
+    def _multicastDone(self, pending: _Pending, member: Member, outcome: Outcome) -> None:
+        pending.record.bytes = member.bytesAcked
+        pending.record.retransmits = member.retransmits
+        self._release(pending, member)
         self._end(pending.record, outcome)
 
     def _writeDone(self, pending: _Pending, transfer: WriteTransfer, outcome: Outcome) -> None:
@@ -553,6 +611,7 @@ class TFTPServer:
 
     def stopTransfers(self) -> None:
         """End every running transfer and close the pooled ports (service stop)."""
+        self.multicast.stop()
         for transfer in list(self.active.values()):
             if transfer is not None:
                 transfer.stop(("error", "aborted", None))

@@ -130,6 +130,18 @@ class LocalFile:
             got += more
         return got
 
+    def readAt(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (fewer at the end), with ``pread``:
+        a multicast transfer (``ctftp.multicast``) sends blocks in the order
+        its clients ask for them."""
+        chunk = os.pread(self._fd, size, offset)
+        while 0 < len(chunk) < size:
+            more = os.pread(self._fd, size - len(chunk), offset + len(chunk))
+            if not more:
+                break
+            chunk += more
+        return chunk
+
     def netasciiSize(self) -> int:
         """Scan the file with ``pread`` so the sequential position is untouched."""
         total = 0

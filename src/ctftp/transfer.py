@@ -113,6 +113,10 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         """End the transfer now (server shutdown): no further packets."""
         self._finish(outcome)
 
+    def requestRepeated(self) -> None:
+        """The client sent its request again while the transfer runs: the
+        retransmit timer answers it (the first packet is resent)."""
+
     def _finish(self, outcome: Outcome) -> None:
         """Close for good: no timer, file released, outcome reported once."""
         if self._closed:

@@ -370,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         origin=f"the supervisor, worker {args.worker}",
         metrics=False,
     )
+    service.server.multicast.shareAmong(args.worker, config.workers)
     freezeStartupObjects()  # a worker's process is ctftp's own, as with twistd
     stats = WorkerStats()
     service.server.observers.append(stats)

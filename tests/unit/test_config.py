@@ -191,18 +191,63 @@ def test_unknown_key_without_suggestion(tmp_path: Path, root: Path) -> None:
     assert message.endswith(":2: unknown key 'zzzz'")
 
 
-@pytest.mark.parametrize("line", ["multicast=false", "multicast=no", "mtftp_file=", "mtftp_file= "])
+@pytest.mark.parametrize("line", ["mtftp_file=", "mtftp_file= "])
 def test_unimplemented_keys_accepted_at_their_defaults(
     tmp_path: Path, root: Path, line: str
 ) -> None:
     config = ServerConfig.fromFile(writeConf(tmp_path, f"root_dir={root}\n{line}\n"))
-    assert (config.multicast, config.mtftp_file) == (False, "")
+    assert config.mtftp_file == ""
+
+
+def test_multicast_keys(tmp_path: Path, root: Path) -> None:
+    config = ServerConfig.fromFile(writeConf(tmp_path, f"root_dir={root}\n"))
+    assert (config.multicast, config.multicast_port) == (False, (1758, 1758))
+    assert config.multicast_ttl == 1
+    assert config.multicast_addr == tuple(f"239.239.239.{n}" for n in range(256))
+    text = (
+        f"root_dir={root}\nmulticast=yes\nmulticast_addr=239.1.1.1, 224.0.1.7-8,239.1.1.1\n"
+        "multicast_port=1800-1801\nmulticast_ttl=4\n"
+    )
+    config = ServerConfig.fromFile(writeConf(tmp_path, text))
+    assert config.multicast is True
+    assert config.multicast_addr == ("239.1.1.1", "224.0.1.7", "224.0.1.8")
+    assert (config.multicast_port, config.multicast_ttl) == ((1800, 1801), 4)
+    typed = ServerConfig(
+        root_dir=(str(root),), multicast_addr=["239.2.2.2"], multicast_port=(9, 10)
+    )
+    assert (typed.multicast_addr, typed.multicast_port) == (("239.2.2.2",), (9, 10))
+    assert ServerConfig(root_dir=(str(root),), multicast_port=7).multicast_port == (7, 7)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected", "got"),
+    [
+        ("multicast_addr=10.0.0.1", "expected comma-separated IPv4 multicast", "10.0.0.1"),
+        ("multicast_addr=239.1.1.9-3", "expected comma-separated IPv4 multicast", "239.1.1.9-3"),
+        ("multicast_addr=239.1.1.0-256", "expected comma-separated IPv4", "239.1.1.0-256"),
+        ("multicast_addr=239.1.1.1,ff02::1", "expected comma-separated IPv4", "ff02::1"),
+        ("multicast_addr=,", "expected comma-separated IPv4 multicast", ","),
+        ("multicast_port=0", "expected a port 1..65535 or a range LOW-HIGH", "0"),
+        ("multicast_port=9-8", "expected a port 1..65535 or a range LOW-HIGH", "9-8"),
+        ("multicast_port=1758:1760", "expected a port 1..65535 or a range", "1758:1760"),
+        ("multicast_ttl=0", "expected a whole number 1..255", "0"),
+        ("multicast_ttl=256", "expected a whole number 1..255", "256"),
+    ],
+)
+def test_multicast_keys_refused(
+    tmp_path: Path, root: Path, line: str, expected: str, got: str
+) -> None:
+    path = writeConf(tmp_path, f"root_dir={root}\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        ServerConfig.fromFile(path)
+    key = line.split("=")[0]
+    assert str(info.value).startswith(f"{path}:2: {key}: {expected}")
+    assert str(info.value).endswith(f"got '{got}'")
 
 
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("multicast=true", "multicast: expected false (RFC 2090 multicast is not supported"),
         ("multicast=maybe", "multicast: expected true/false"),
         ("mtftp_file=mtftp.conf", "mtftp_file: expected an empty value (PXE MTFTP is not"),
     ],
@@ -218,9 +263,7 @@ def test_unimplemented_keys_refused_when_enabled(
 
 
 def test_unimplemented_keys_by_keyword(root: Path) -> None:
-    assert ServerConfig(root_dir=(str(root),), multicast=False).multicast is False
-    with pytest.raises(ConfigError, match="^ServerConfig: multicast: expected false"):
-        ServerConfig(root_dir=(str(root),), multicast=True)
+    assert ServerConfig(root_dir=(str(root),), multicast=True).multicast is True
     with pytest.raises(ConfigError, match="^ServerConfig: mtftp_file: expected an empty value"):
         ServerConfig(root_dir=(str(root),), mtftp_file="m.conf")
 
@@ -754,10 +797,9 @@ def test_from_strings_errors() -> None:
         "command line: unknown option '--timeout-secs' (did you mean '--timeout-sec'?)"
     )
     with pytest.raises(ConfigError) as info:
-        ServerConfig.fromStrings({"root_dir": "/", "multicast": "yes"})
+        ServerConfig.fromStrings({"root_dir": "/", "multicast_ttl": "300"})
     assert str(info.value) == (
-        "command line: --multicast: expected false (RFC 2090 multicast is not supported"
-        " by this version of ctftp), got 'yes'"
+        "command line: --multicast-ttl: expected a whole number 1..255, got '300'"
     )
 
 

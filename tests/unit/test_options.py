@@ -315,6 +315,24 @@ def test_non_numeric_negative_windowsize_is_ignored_not_refused():
 def test_unknown_options_are_ignored():
     result = read([("multicast", ""), ("x-vendor", "1"), ("rollover", "0"), ("blksize", "1024")])
     assert result.oack == (("blksize", "1024"),)
+    assert not result.multicast  # the policy does not allow it
+
+
+def test_multicast_is_accepted_in_place_with_its_value_left_empty():
+    policy = OptionPolicy(multicast=True)
+    options = (("tsize", "0"), ("MULTICAST", "x"), ("windowsize", "4"))
+    result = negotiate(options, policy, isRead=True, size=10)
+    assert result.multicast
+    assert result.oack == (("tsize", "10"), ("MULTICAST", ""), ("windowsize", "4"))
+    assert result.withoutOption("multicast").oack == (("tsize", "10"), ("windowsize", "4"))
+    assert not result.withoutOption("multicast").multicast
+    assert result.withoutOption("windowsize").multicast
+    # Never for a write, never when refused or negotiation is off.
+    assert not negotiate(options, policy, isRead=False, size=None).multicast
+    refused = OptionPolicy(multicast=True, refused=frozenset({"multicast"}))
+    assert not negotiate(options, refused, isRead=True, size=10).multicast
+    off = OptionPolicy(enabled=False, multicast=True)
+    assert negotiate(options, off, isRead=True, size=10) == Negotiated()
 
 
 def test_unknown_option_with_huge_value_is_ignored():

@@ -201,10 +201,10 @@ def test_values_that_look_like_options_are_still_values(root: Path) -> None:
 
 
 def test_unimplemented_option_enabled(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = oneLineFailure(capsys, "--root", str(root), "--multicast", "yes")
+    line = oneLineFailure(capsys, "--root", str(root), "--mtftp-file", "mtftp.conf")
     assert line == (
-        "ctftp: command line: --multicast: expected false (RFC 2090 multicast is not"
-        " supported by this version of ctftp), got 'yes'"
+        "ctftp: command line: --mtftp-file: expected an empty value (PXE MTFTP is not"
+        " supported by this version of ctftp), got 'mtftp.conf'"
     )
 
 

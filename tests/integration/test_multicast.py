@@ -1,0 +1,274 @@
+"""RFC 2090 multicast against a running server: three clients of one file
+on loopback, taking turns as master; and atftp's own multicast client in a
+network namespace whose loopback routes multicast."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._support import (
+    OP_DATA,
+    OP_OACK,
+    ack,
+    ctftp_server_command,
+    free_udp_port,
+    parse,
+    rrq,
+    run_client,
+    stop_process,
+    wait_for,
+    write_config,
+)
+from .conftest import ServerFactory, deterministic_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
+
+BLKSIZE = 1024
+WAIT = 5.0  # seconds any one packet may take on loopback
+
+
+def loopback_multicast() -> bool:
+    """Whether a group joined on 127.0.0.1 receives what is sent through it."""
+    group = ("239.255.77.250", free_udp_port())
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        try:
+            join(rx, group)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            tx.sendto(b"probe", group)
+            rx.settimeout(1.0)
+            return rx.recv(16) == b"probe"
+        except OSError:
+            return False
+
+
+def join(sock: socket.socket, group: tuple[str, int]) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", group[1]))
+    membership = socket.inet_aton(group[0]) + socket.inet_aton("127.0.0.1")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+
+
+class MulticastClient:
+    """An RFC 2090 read client by hand: a control socket talking to the
+    session's port, a group socket receiving DATA; every wait bounded."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.control.bind(("127.0.0.1", 0))
+        self.groupSocket: socket.socket | None = None
+        self.tid: tuple[str, int] | None = None
+        self.blocks: dict[int, bytes] = {}
+        self.last: int | None = None
+
+    def close(self) -> None:
+        self.control.close()
+        if self.groupSocket is not None:
+            self.groupSocket.close()
+
+    def request(self, name: str) -> None:
+        options = {"multicast": "", "blksize": str(BLKSIZE)}
+        self.control.sendto(rrq(name, options=options), self.server)
+
+    def optionAck(self) -> bool:
+        """Wait for an OACK; join its group the first time; master or not."""
+        self.control.settimeout(WAIT)
+        datagram, addr = self.control.recvfrom(65536)
+        packet = parse(datagram)
+        assert packet.opcode == OP_OACK, packet
+        assert self.tid in (None, addr)
+        self.tid = addr
+        address, port, master = packet.options["multicast"].split(",")
+        if self.groupSocket is None:
+            self.groupSocket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            join(self.groupSocket, (address, int(port)))
+        return master == "1"
+
+    def ack(self, block: int) -> None:
+        assert self.tid is not None
+        self.control.sendto(ack(block), self.tid)
+
+    def receive(self, timeout: float = WAIT) -> int:
+        """One DATA from the group (its sender must be the TID): its block."""
+        assert self.groupSocket is not None
+        self.groupSocket.settimeout(timeout)
+        datagram, addr = self.groupSocket.recvfrom(65536)
+        assert addr == self.tid
+        packet = parse(datagram)
+        assert packet.opcode == OP_DATA
+        self.blocks[packet.block] = packet.payload
+        if len(packet.payload) < BLKSIZE:
+            self.last = packet.block
+        return packet.block
+
+    def drain(self) -> None:
+        """Take every DATA already waiting in the group socket."""
+        try:
+            while True:
+                self.receive(timeout=0.2)
+        except TimeoutError:
+            pass
+
+    def firstMissing(self) -> int | None:
+        end = self.last if self.last is not None else max(self.blocks, default=0) + 1
+        return next((n for n in range(1, end + 1) if n not in self.blocks), None)
+
+    def finishAsMaster(self) -> None:
+        """Ask for each missing block, then acknowledge the last one."""
+        for _ in range(70_000):
+            missing = self.firstMissing()
+            if missing is None:
+                assert self.last is not None
+                self.ack(self.last)
+                return
+            self.ack(missing - 1)
+            self.receive()
+        raise AssertionError("too many rounds")
+
+    def content(self) -> bytes:
+        return b"".join(self.blocks[n] for n in sorted(self.blocks))
+
+
+@pytest.fixture
+def clients() -> Iterator[list[MulticastClient]]:
+    made: list[MulticastClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def test_three_clients_share_one_stream_and_take_turns(
+    server_factory: ServerFactory, tmp_path: Path, clients: list[MulticastClient]
+) -> None:
+    if not loopback_multicast():
+        pytest.skip("this host does not loop multicast back on 127.0.0.1")
+    payload = deterministic_bytes(40 * BLKSIZE + 123, seed=2090)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "boot.img").write_bytes(payload)
+    groupPort = free_udp_port()
+    server = server_factory(
+        root, multicast="true", multicast_addr="239.255.77.1", multicast_port=str(groupPort)
+    )
+    first, second, third = (MulticastClient((server.host, server.port)) for _ in range(3))
+    clients += [first, second, third]
+    first.request("boot.img")
+    assert first.optionAck() is True
+    first.ack(0)
+    for block in range(1, 11):
+        assert first.receive() == block
+        first.ack(block)
+    # Two more clients join while block 11 is on its way.
+    for late in (second, third):
+        late.request("boot.img")
+        assert late.optionAck() is False
+        assert late.tid == first.tid
+    while first.last is None:
+        first.ack(first.receive())
+    assert first.content() == payload
+    # Master now, the second asks for the ten blocks it missed.
+    assert second.optionAck() is True
+    second.drain()
+    assert second.firstMissing() == 1
+    second.finishAsMaster()
+    assert second.content() == payload
+    # The third heard those ten too: it has the file and only says so.
+    assert third.optionAck() is True
+    third.drain()
+    assert third.firstMissing() is None
+    third.finishAsMaster()
+    assert third.content() == payload
+
+    def ended() -> list[str]:
+        lines = server.central_log.read_text().splitlines()
+        return [line for line in lines if "EVENT type=1" in line]
+
+    assert wait_for(lambda: len(ended()) == 3), server.central_log.read_text()
+    assert all(f"bytes={len(payload)} status=ok" in line for line in ended())
+    log = server.central_log.read_text()
+    assert log.count(f"to 239.255.77.1:{groupPort} started") == 1
+
+
+# -- atftp's client, in a network namespace ------------------------------------------
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A network namespace whose loopback carries multicast (224.0.0.0/4)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    name = f"ctftp-mc-{uuid.uuid4().hex[:8]}"
+    try:
+        _run("ip", "netns", "add", name)
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"cannot make a network namespace here: {e}")
+    try:
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+        _run("ip", "-n", name, "link", "set", "lo", "multicast", "on")
+        _run("ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo")
+        yield name
+    finally:
+        _run("ip", "netns", "del", name)
+
+
+def test_atftp_multicast_client_in_a_namespace(tmp_path: Path, namespace: str) -> None:
+    if shutil.which("atftp") is None:
+        pytest.skip("atftp is not installed")
+    payload = deterministic_bytes(300_000, seed=2091)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "boot.img").write_bytes(payload)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = 6969
+    config = write_config(
+        tmp_path / "ctftp.conf",
+        {
+            "root_dir": str(root),
+            "listeners": f"127.0.0.1:{port}",
+            "log_dir": str(logs),
+            "multicast": "true",
+        },
+    )
+    inside = ["ip", "netns", "exec", namespace]
+    with (tmp_path / "server.out").open("wb") as out:
+        proc = subprocess.Popen(
+            [*inside, *ctftp_server_command(config, tmp_path)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        central = logs / "ctftp.log"
+        assert wait_for(
+            lambda: central.exists() and "Starting listener" in central.read_text(), timeout=15
+        ), (tmp_path / "server.out").read_text()
+        target = tmp_path / "boot.out"
+        argv = [*inside, "atftp", "--option", "multicast", "--option", f"blksize {BLKSIZE}"]
+        result = run_client(
+            [*argv, "--get", "-r", "boot.img", "-l", str(target), "127.0.0.1", str(port)],
+            timeout=60,
+        )
+        assert result.returncode == 0, result.describe()
+        assert target.read_bytes() == payload
+        log = central.read_text()
+        assert "multicast of file=" in log
+        assert f"bytes={len(payload)} status=ok" in log
+    finally:
+        stop_process(proc)

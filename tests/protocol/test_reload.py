@@ -96,3 +96,27 @@ def test_reload_swaps_event_receivers(harness):
     service.reload()
     assert service.eventSinks == [] and sink not in service.server.observers
     service.stopService()
+
+
+def test_reload_turns_multicast_on_with_its_groups(harness):
+    h = harness()
+    h.write("f.bin", b"f" * 100)
+    current = {"config": h.config}
+    h.service.stopService()
+    service = makeService(
+        h.config, reactor=h.reactor, observers=[h.recorder], reloadConfig=lambda: current["config"]
+    )
+    service.startService()
+    listener = h.reactor.portAt("127.0.0.1", 6969)
+    current["config"] = dataclasses.replace(
+        h.config, multicast=True, multicast_addr="239.9.9.9", multicast_port="999", multicast_ttl=3
+    )
+    with capturedLogs() as captured:
+        service.reload()
+    assert "SIGHUP: applied multicast, multicast_addr, multicast_port, multicast_ttl" in "\n".join(
+        messages(captured)
+    )
+    listener.deliver(b"\x00\x01f.bin\x00octet\x00multicast\x00\x00", CLIENT)
+    [(oack, addr)] = h.reactor.newestPort().take()
+    assert (oack, addr) == (b"\x00\x06multicast\x00239.9.9.9,999,1\x00", CLIENT)
+    service.stopService()

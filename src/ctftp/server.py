@@ -53,7 +53,13 @@ from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
 from ctftp.transfer import Outcome, ReadTransfer, UDPTransfer
 from ctftp.udp import WILDCARDS, ListenUDP, transferListener
 from ctftp.upload import WriteTransfer
-from ctftp.writes import IWriteFile, IWriteSink, WriteRequest, checkUploadSize
+from ctftp.writes import (
+    IWriteFile,
+    IWriteSink,
+    UploadInProgress,
+    WriteRequest,
+    checkUploadSize,
+)
 
 __all__ = ["ListenerProtocol", "TFTPServer"]
 
@@ -164,6 +170,8 @@ class TFTPServer:
         )
         self.active: dict[tuple[ListenerProtocol, Any], Running | None] = {}
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
+        #: Running uploads by target path, for a takeover (:meth:`_openWrite`).
+        self._uploads: dict[str, WriteTransfer] = {}
         self.busyDropped = 0
         self.malformed = 0
         #: allow_clients / deny_clients; reload swaps ``clientFilter.acl``.
@@ -341,12 +349,33 @@ class TFTPServer:
                 return
             self._hold(pending, None)
             self._open(
-                self.sink.openWrite,
+                self._openWrite,
                 WriteRequest(name, addr[0], addr[1], request.mode, agreed.tsize),
                 self._openedWrite,
                 pending,
                 agreed,
             )
+
+    def _openWrite(self, request: WriteRequest) -> Any:
+        """The sink's ``openWrite``, taking a target over from an upload of
+        the same client host that is still running: the device started
+        again (a reboot, a retry from a new port) and its old upload would
+        otherwise hold the name until it times out."""
+        assert self.sink is not None
+        try:
+            return self.sink.openWrite(request)
+        except UploadInProgress as e:
+            old = self._uploads.get(e.path)
+            if old is None or old.ended or old.client[0] != request.clientHost:
+                raise
+            _log.info(
+                "upload to {path} from {old} taken over by {client}",
+                path=quoteName(e.path),
+                old=formatAddress(*old.client),
+                client=formatAddress(request.clientHost, request.clientPort),
+            )
+            old.stop(("error", "aborted", None))
+        return self.sink.openWrite(request)
 
     def _open(
         self,
@@ -519,6 +548,8 @@ class TFTPServer:
             onClosed=lambda t: self._close(pending, t),
         )
         self._launch(pending, transfer, file.abort)
+        if file.path is not None and transfer.transport is not None:  # it has its port
+            self._uploads[file.path] = transfer
 
     @staticmethod
     def _agreed(record: TransferRecord, agreed: Negotiated) -> None:
@@ -586,6 +617,8 @@ class TFTPServer:
         """The upload is committed or failed; its port may dally a little
         longer (``_close`` comes through ``onClosed``)."""
         record = pending.record
+        if self._uploads.get(transfer.file.path) is transfer:
+            del self._uploads[transfer.file.path]
         record.bytes = transfer.bytesReceived
         record.retransmits = transfer.retransmits
         if outcome[0] != "ok" and record.localPath and not os.path.exists(record.localPath):

@@ -42,6 +42,7 @@ __all__ = [
     "WriteRequest",
     "LocalWriteFile",
     "LocalWriteSink",
+    "UploadInProgress",
     "DevNullFile",
     "DevNullSink",
     "TEMPORARY_SUFFIX",
@@ -75,6 +76,15 @@ def diskFull() -> RequestRefused:
 
 def _accessViolation(message: str = "Access violation") -> RequestRefused:
     return RequestRefused(ErrorCode.ACCESS_VIOLATION, message)
+
+
+class UploadInProgress(RequestRefused):
+    """ERROR 2 ``File is being uploaded``: ``path`` (the real target) has an
+    upload running; the server may end it and ask again (a takeover)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(ErrorCode.ACCESS_VIOLATION, "File is being uploaded")
+        self.path = path
 
 
 def isTemporaryName(name: str) -> bool:
@@ -299,7 +309,7 @@ class LocalWriteSink:
     def openWrite(self, request: WriteRequest) -> LocalWriteFile:
         path = self._resolve(request.filename)
         if path in self.uploading:
-            raise _accessViolation("File is being uploaded")
+            raise UploadInProgress(path)
         mode, owner = self._checkTarget(path)
         folder, base = os.path.split(path)
         try:

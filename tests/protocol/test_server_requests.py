@@ -119,3 +119,39 @@ def test_busy_drop_yields_a_start_and_an_error_event_and_no_reply(harness):
     [dropped] = h.recorder.ended
     assert (dropped.clientPort, dropped.status, dropped.message) == (2, "error", "server_busy")
     assert h.listenerReplies() == []
+
+
+def test_a_new_upload_from_the_same_host_takes_the_name_over(harness):
+    """A device that restarts mid-upload asks again from a new port: its
+    old upload, still waiting for DATA, gives the name up at once."""
+    h = harness(allow_write=True, allow_create=True)
+    (h.root / "boot.log").write_bytes(b"old")
+    wrq(h, "boot.log")
+    first = h.transferPort()
+    assert decode(first.take()[0][0]) == Ack(0)
+    first.deliver(encodeData(1, b"a" * 512), CLIENT)
+    first.take()
+    again = (CLIENT[0], CLIENT[1] + 1)
+    wrq(h, "/boot.log", client=again)  # spelled another way, same target
+    assert h.listenerReplies() == []
+    second = h.transferPort()
+    assert second is not first and not first.listening
+    assert [(r.clientPort, r.message) for r in h.recorder.ended] == [(CLIENT[1], "aborted")]
+    assert decode(second.take()[0][0]) == Ack(0)
+    second.deliver(encodeData(1, b"new"), again)
+    assert decode(second.take()[0][0]) == Ack(1)
+    assert (h.root / "boot.log").read_bytes() == b"new"
+    assert sorted(p.name for p in h.root.iterdir()) == ["boot.log"]  # no temporary left
+
+
+def test_another_host_cannot_take_a_running_upload_over(harness):
+    h = harness(allow_write=True, allow_create=True)
+    wrq(h, "boot.log")
+    first = h.transferPort()
+    first.take()
+    wrq(h, "boot.log", client=("10.0.0.99", CLIENT[1]))
+    [reply] = h.listenerReplies()
+    assert (reply.code, reply.message) == (2, "File is being uploaded")
+    assert first.listening
+    first.deliver(encodeData(1, b"mine"), CLIENT)
+    assert (h.root / "boot.log").read_bytes() == b"mine"

@@ -55,6 +55,7 @@ from ctftp.packets import (
     optionKey,
 )
 from ctftp.ports import FreshPorts
+from ctftp.transfer import Outcome
 
 __all__ = ["Member", "MulticastSession", "Sessions", "MAX_BLOCKS"]
 
@@ -64,7 +65,6 @@ _HEADER = struct.Struct("!HH")
 MAX_BLOCKS = 65535
 _UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID")
 
-Outcome = tuple[str, str, int | None]
 SessionKey = tuple[str, str, int, int]  # local address, file path, size, blksize
 
 
@@ -358,12 +358,14 @@ class Sessions:
         self._share = (worker, workers)
         self.configure(self._config)
 
-    def join(self, member: Member, file: Any, blksize: int, host: str) -> bool:
+    def join(
+        self, member: Member, file: Any, blksize: int, host: str, *, netascii: bool = False
+    ) -> bool:
         """Add ``member`` to the session sending ``file`` from ``host`` in
         blocks of ``blksize``, starting one if there is none. ``False``
         when the read cannot be multicast: the caller serves it by unicast
         and still owns ``file``; with ``True`` the session has it."""
-        why = self._unsuitable(member, file, blksize, host)
+        why = "netascii" if netascii else self._unsuitable(member, file, blksize, host)
         if why is not None:
             _log.info(
                 "multicast declined for {client}: {why}; sent by unicast",

@@ -494,7 +494,7 @@ class TFTPServer:
         record.localPath = file.path
         self._agreed(record, agreed)
         if agreed.multicast:
-            if not netascii and self._multicastRead(pending, file, agreed):
+            if self._multicastRead(pending, file, agreed, netascii):
                 return
             agreed = agreed.withoutOption("multicast")
         transfer = ReadTransfer(
@@ -512,7 +512,9 @@ class TFTPServer:
         )
         self._launch(pending, transfer, file.close)
 
-    def _multicastRead(self, pending: _Pending, file: IReadFile, agreed: Negotiated) -> bool:
+    def _multicastRead(
+        self, pending: _Pending, file: IReadFile, agreed: Negotiated, netascii: bool
+    ) -> bool:
         """Serve the read through an RFC 2090 session; ``False`` when it
         cannot be multicast (:meth:`Sessions.join`): it is then sent by
         unicast."""
@@ -523,7 +525,8 @@ class TFTPServer:
             onDone=lambda m, outcome: self._multicastDone(pending, m, outcome),
         )
         self._hold(pending, member)
-        if not self.multicast.join(member, file, agreed.blksize, self._localHost(pending)):
+        host = self._localHost(pending)
+        if not self.multicast.join(member, file, agreed.blksize, host, netascii=netascii):
             self._hold(pending, None)
             return False
         pending.record.windowsize = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import CLIENT, Data, Error, OptionAck
+from twisted.logger import capturedLogs, formatEvent
 
 from ctftp.packets import ErrorCode, decode, encodeAck, encodeData, encodeError
 
@@ -255,15 +256,20 @@ def test_unicast_when_every_group_is_taken(harness):
 
 
 def test_reads_that_cannot_be_multicast_are_sent_by_unicast(harness):
-    h = harness(multicast=True, max_blksize=8, refuse_options="")
+    h = harness(multicast=True, max_blksize=8)
     h.write("boot.img", b"z" * (8 * 65535))  # 65,536 blocks of 8 bytes
-    ask(h, options=(("multicast", ""), ("blksize", "8")))
-    [(packet, addr)] = sent(h.transferPort())
-    assert (packet, addr) == (OptionAck((("blksize", "8"),)), CLIENT)
     h.write("small.txt", b"line\n")
-    ask(h, name="small.txt", client=OTHER)
-    h.request("small.txt", mode="netascii", options=MULTICAST, client=THIRD)
-    assert sent(h.transferPort()) == [(Data(1, b"line\r\n"), THIRD)]
+    with capturedLogs() as captured:
+        ask(h, options=(("multicast", ""), ("blksize", "8")))
+        [(packet, addr)] = sent(h.transferPort())
+        assert (packet, addr) == (OptionAck((("blksize", "8"),)), CLIENT)
+        h.request("small.txt", mode="netascii", options=MULTICAST, client=THIRD)
+        assert sent(h.transferPort()) == [(Data(1, b"line\r\n"), THIRD)]
+    lines = [formatEvent(e) for e in captured if "declined" in formatEvent(e)]
+    assert lines == [
+        "multicast declined for 10.0.0.5:40000: more than 65535 blocks of 8 bytes; sent by unicast",
+        "multicast declined for 10.0.0.7:40002: netascii; sent by unicast",
+    ]
 
 
 def test_multicast_off_or_refused_ignores_the_option(harness):

@@ -32,6 +32,17 @@ def blocks(h, size, blksize=512):
     return [data[i : i + blksize] for i in range(0, size + 1, blksize)]
 
 
+def session(h, *clients):
+    """A session of a 2,000-byte ``boot.img`` with ``clients`` asking in
+    turn, their OACKs taken: its port, and the file's blocks."""
+    parts = blocks(h, 2000)
+    for client in clients:
+        ask(h, client=client)
+    port = h.transferPort()
+    sent(port)
+    return port, parts
+
+
 def test_one_client_gets_the_file_through_the_group(harness):
     h = harness(multicast=True)
     parts = blocks(h, 1300)  # blocks of 512, 512, 276
@@ -66,10 +77,7 @@ def test_oack_names_multicast_in_the_clients_place_and_spelling(harness):
 
 def test_a_second_client_listens_then_becomes_master_and_asks_for_what_it_missed(harness):
     h = harness(multicast=True)
-    parts = blocks(h, 2000)  # 4 blocks: 512 x 3 and 464
-    ask(h)
-    port = h.transferPort()
-    sent(port)
+    port, parts = session(h, CLIENT)  # 4 blocks: 512 x 3 and 464
     port.deliver(encodeAck(0), CLIENT)
     port.deliver(encodeAck(1), CLIENT)
     assert [p for p, _ in sent(port)] == [Data(1, parts[0]), Data(2, parts[1])]
@@ -111,21 +119,14 @@ def test_a_listener_that_has_everything_leaves_with_its_final_ack(harness):
 
 def test_a_listener_acking_early_is_told_again_it_is_not_master(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER)
     port.deliver(encodeAck(1), OTHER)
     assert sent(port) == [(oack(False), OTHER)]
 
 
 def test_repeated_ack_sends_nothing_the_timer_resends(harness):
     h = harness(multicast=True)
-    parts = blocks(h, 2000)
-    ask(h)
-    port = h.transferPort()
-    sent(port)
+    port, parts = session(h, CLIENT)
     port.deliver(encodeAck(0), CLIENT)
     assert len(sent(port)) == 1
     port.deliver(encodeAck(0), CLIENT)
@@ -136,11 +137,7 @@ def test_repeated_ack_sends_nothing_the_timer_resends(harness):
 
 def test_a_silent_master_times_out_and_the_next_client_takes_over(harness):
     h = harness(multicast=True)  # timeout 1 s, 3 retries
-    parts = blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, parts = session(h, CLIENT, OTHER)
     port.deliver(encodeAck(0), CLIENT)
     sent(port)
     for _ in range(3):
@@ -170,12 +167,7 @@ def test_the_last_silent_client_ends_the_session(harness):
 
 def test_a_clients_error_ends_that_client_only(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    ask(h, client=THIRD)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER, THIRD)
     port.deliver(encodeError(0, "bye"), OTHER)
     assert sent(port) == []
     port.deliver(encodeError(0, "bye"), CLIENT)  # the master: the third takes over
@@ -188,10 +180,7 @@ def test_a_clients_error_ends_that_client_only(harness):
 
 def test_a_stranger_gets_error_5_and_changes_nothing(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT)
     port.deliver(encodeAck(0), OTHER)
     [(packet, addr)] = sent(port)
     assert addr == OTHER and isinstance(packet, Error) and packet.code == ErrorCode.UNKNOWN_TID
@@ -203,11 +192,7 @@ def test_a_stranger_gets_error_5_and_changes_nothing(harness):
 
 def test_a_repeated_request_gets_its_oack_again(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER)
     ask(h, client=OTHER)
     ask(h)
     assert sent(port) == [(oack(False), OTHER), (oack(True), CLIENT)]
@@ -284,11 +269,7 @@ def test_multicast_off_or_refused_ignores_the_option(harness):
 
 def test_a_file_that_shrinks_ends_the_session_for_everyone(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER)
     (h.root / "boot.img").write_bytes(b"short")
     port.deliver(encodeAck(0), CLIENT)
     out = sent(port)
@@ -314,12 +295,8 @@ def test_a_client_asking_anew_from_its_port_leaves_the_session(harness):
     """A different request from a client port that is in a session (a PXE
     client asking for its next file) ends its part there at once."""
     h = harness(multicast=True)
-    blocks(h, 2000)
     h.write("next.cfg", b"cfg")
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER)
     h.request("next.cfg", client=CLIENT)
     assert [r.message for r in h.recorder.ended] == ["aborted"]
     assert sent(port) == [(oack(True), OTHER)]

@@ -16,6 +16,20 @@ def messages(captured) -> list[str]:
     return [formatEvent(e) for e in captured]
 
 
+def reloadable(harness):
+    """A harness's server rebuilt so that ``reload()`` reads
+    ``current["config"]``: (harness, current, service, listener port)."""
+    h = harness()
+    h.write("f.bin", b"f" * 100)
+    current = {"config": h.config}
+    h.service.stopService()
+    service = makeService(
+        h.config, reactor=h.reactor, observers=[h.recorder], reloadConfig=lambda: current["config"]
+    )
+    service.startService()
+    return h, current, service, h.reactor.portAt("127.0.0.1", 6969)
+
+
 def test_plan_sorts_live_and_restart_keys(tmp_path):
     from ctftp.config import ServerConfig
 
@@ -31,18 +45,7 @@ def test_plan_sorts_live_and_restart_keys(tmp_path):
 
 
 def test_reload_applies_acl_and_limits_and_names_restart_keys(harness):
-    h = harness()
-    h.write("f.bin", b"f" * 100)
-    current = {"config": h.config}
-    h.service.stopService()
-    service = makeService(
-        h.config,
-        reactor=h.reactor,
-        observers=[h.recorder],
-        reloadConfig=lambda: current["config"],
-    )
-    service.startService()
-    listener = h.reactor.portAt("127.0.0.1", 6969)
+    h, current, service, listener = reloadable(harness)
     current["config"] = dataclasses.replace(
         h.config, deny_clients=f"{CLIENT[0]}/32", max_connections=7, listeners="127.0.0.1:7070"
     )
@@ -99,15 +102,7 @@ def test_reload_swaps_event_receivers(harness):
 
 
 def test_reload_turns_multicast_on_with_its_groups(harness):
-    h = harness()
-    h.write("f.bin", b"f" * 100)
-    current = {"config": h.config}
-    h.service.stopService()
-    service = makeService(
-        h.config, reactor=h.reactor, observers=[h.recorder], reloadConfig=lambda: current["config"]
-    )
-    service.startService()
-    listener = h.reactor.portAt("127.0.0.1", 6969)
+    h, current, service, listener = reloadable(harness)
     current["config"] = dataclasses.replace(
         h.config, multicast=True, multicast_addr="239.9.9.9", multicast_port="999", multicast_ttl=3
     )

@@ -55,7 +55,7 @@ from ctftp.packets import (
     optionKey,
 )
 from ctftp.ports import FreshPorts
-from ctftp.transfer import Outcome
+from ctftp.transfer import Outcome, answerStranger
 
 __all__ = ["Member", "MulticastSession", "Sessions", "MAX_BLOCKS"]
 
@@ -63,7 +63,6 @@ _log = logger("ctftp.multicast")
 _HEADER = struct.Struct("!HH")
 #: Block numbers are 16 bits and a client may ask for any of them again.
 MAX_BLOCKS = 65535
-_UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID")
 
 SessionKey = tuple[str, str, int, int]  # local address, file path, size, blksize
 
@@ -226,8 +225,7 @@ class MulticastSession(DatagramProtocol):
             return
         member = self.members.get(addr)
         if member is None:
-            if datagram[:2] != OP_ERROR.to_bytes(2, "big"):
-                self._sendTo(_UNKNOWN_TID, addr)
+            answerStranger(self._sendTo, datagram, addr)
             return
         if len(datagram) < 4:
             return

@@ -37,10 +37,9 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
 from ctftp.config import ServerConfig
-from ctftp.packets import OP_ERROR, ErrorCode, encodeError
 from ctftp.portgroup import PortGroup
 from ctftp.portgroup import available as portGroupAvailable
-from ctftp.transfer import UDPTransfer
+from ctftp.transfer import UDPTransfer, answerStranger
 from ctftp.udp import LISTENER_RCVBUF, MAX_DATAGRAM, ListenUDP, transferListener
 
 __all__ = [
@@ -58,7 +57,6 @@ RECENT_LIMIT = 4096
 #: Datagrams a pooled port reads in one wake-up of the reactor: the ACKs
 #: waiting for its transfers, without starving the other ports.
 POOLED_READ_BATCH = 64
-_UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID")
 
 
 class TransferPorts(Protocol):
@@ -216,10 +214,8 @@ class _SharedPort(DatagramProtocol):
             return
         if addr in self.recent:
             return  # late, for a transfer that ended: not worth an answer
-        if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == OP_ERROR:
-            return  # never answer an ERROR
         assert self.transport is not None
-        self.transport.write(_UNKNOWN_TID, addr)
+        answerStranger(self.transport.write, datagram, addr)
 
 
 class PooledPorts:

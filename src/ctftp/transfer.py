@@ -57,11 +57,22 @@ from ctftp.packets import OP_ACK, OP_ERROR, ErrorCode, encodeError, encodeOption
 from ctftp.sources import IReadFile
 from ctftp.window import DataWindow, ReadInto
 
-__all__ = ["ReadTransfer", "UDPTransfer", "Outcome"]
+__all__ = ["ReadTransfer", "UDPTransfer", "Outcome", "answerStranger"]
 
 _log = logger("ctftp.transfer")
 _HEADER = struct.Struct("!HH")
 _OP_ERROR_BYTES = OP_ERROR.to_bytes(2, "big")
+_UNKNOWN_TID = encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID")
+
+
+def answerStranger(send: Callable[[bytes, Any], None], datagram: bytes, addr: Any) -> None:
+    """ERROR 5 to a packet from outside a transfer, with ``send(packet,
+    addr)``, but never in answer to an ERROR (RFC 1350): one forged ERROR
+    between two transfer ports would set them answering each other as
+    fast as they can."""
+    if datagram[:2] != _OP_ERROR_BYTES:
+        send(_UNKNOWN_TID, addr)
+
 
 #: (status, event message, TFTP error code or None)
 Outcome = tuple[str, str, int | None]
@@ -203,13 +214,7 @@ class UDPTransfer(DatagramProtocol, metaclass=ABCMeta):
         if self._closed:
             return
         if addr != self.client:
-            # ERROR 5 to a stranger, but never in answer to an ERROR (RFC
-            # 1350): one forged ERROR between two transfer ports would set
-            # them answering each other as fast as they can.
-            if datagram[:2] != _OP_ERROR_BYTES:
-                self.transport.write(  # type: ignore[union-attr]
-                    encodeError(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), addr
-                )
+            answerStranger(self.transport.write, datagram, addr)  # type: ignore[union-attr]
             return
         if len(datagram) < 4:
             return

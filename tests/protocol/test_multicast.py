@@ -32,10 +32,10 @@ def blocks(h, size, blksize=512):
     return [data[i : i + blksize] for i in range(0, size + 1, blksize)]
 
 
-def session(h, *clients):
-    """A session of a 2,000-byte ``boot.img`` with ``clients`` asking in
-    turn, their OACKs taken: its port, and the file's blocks."""
-    parts = blocks(h, 2000)
+def session(h, *clients, size=2000):
+    """A session of ``boot.img`` (``size`` bytes) with ``clients`` asking
+    in turn, their OACKs taken: its port, and the file's blocks."""
+    parts = blocks(h, size)
     for client in clients:
         ask(h, client=client)
     port = h.transferPort()
@@ -104,11 +104,7 @@ def test_a_second_client_listens_then_becomes_master_and_asks_for_what_it_missed
 
 def test_a_listener_that_has_everything_leaves_with_its_final_ack(harness):
     h = harness(multicast=True)
-    blocks(h, 600)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
-    sent(port)
+    port, _ = session(h, CLIENT, OTHER, size=600)
     port.deliver(encodeAck(2), OTHER)  # not the master, but done
     assert sent(port) == []
     [record] = h.recorder.ended
@@ -281,10 +277,7 @@ def test_a_file_that_shrinks_ends_the_session_for_everyone(harness):
 
 def test_service_stop_ends_every_client(harness):
     h = harness(multicast=True)
-    blocks(h, 2000)
-    ask(h)
-    ask(h, client=OTHER)
-    port = h.transferPort()
+    port, _ = session(h, CLIENT, OTHER)
     h.service.stopService()
     assert [r.message for r in h.recorder.ended] == ["aborted", "aborted"]
     assert not port.listening

@@ -144,7 +144,7 @@ _MULTICAST_ADDR_EXPECTED = (
 )
 _MULTICAST_PORT_EXPECTED = "expected a port 1..65535 or a range LOW-HIGH"
 _MULTICAST_TTL_EXPECTED = "expected a whole number 1..255"
-_MTFTP_EXPECTED = "expected an empty value (PXE MTFTP is not supported by this version of ctftp)"
+_MTFTP_PORT_EXPECTED = "expected a port 1..65535"
 
 
 def parseMulticastAddr(raw: str) -> tuple[str, ...]:
@@ -188,11 +188,10 @@ def parseMulticastTTL(raw: str) -> int:
     return _intIn(raw, 1, 255, _MULTICAST_TTL_EXPECTED)
 
 
-def parseMtftpFile(raw: str) -> str:
-    """Accept ``mtftp_file`` at its default (empty) only, like ``multicast``."""
-    if raw.strip():
-        raise ValueError(_MTFTP_EXPECTED)
-    return ""
+def parseMtftpPort(raw: str) -> int:
+    """Parse ``mtftp_port``: where PXE MTFTP requests come (atftpd's
+    ``--mtftp-port``)."""
+    return _port(raw, _MTFTP_PORT_EXPECTED, 1)
 
 
 def _intIn(raw: str, low: int, high: int | None, expected: str) -> int:
@@ -830,8 +829,16 @@ KEYS: Mapping[str, Key] = _keys(
     Key(
         "mtftp_file",
         "",
-        "PXE MTFTP config file (atftpd --mtftp); only empty: not supported by this version",
-        parseMtftpFile,
+        "PXE MTFTP files, 'FILE GROUP PORT' per line (atftpd --mtftp), reloaded on SIGHUP;"
+        " empty: off",
+        parseFile,
+        parseFile,
+    ),
+    Key(
+        "mtftp_port",
+        "75",
+        "UDP port of PXE MTFTP requests, when mtftp_file is set (atftpd --mtftp-port)",
+        parseMtftpPort,
     ),
     Key(
         "workers",
@@ -943,6 +950,7 @@ class ServerConfig:
     multicast_port: tuple[int, int] = (1758, 1758)
     multicast_ttl: int = 1
     mtftp_file: str = ""
+    mtftp_port: int = 75
     workers: int = 1
     systemd: bool = False
     http_relay: bool = True
@@ -1256,7 +1264,8 @@ _TYPED: dict[str, Callable[[object], Any]] = {
     "multicast_addr": _typedMulticastAddr,
     "multicast_port": _typedMulticastPort,
     "multicast_ttl": _typedInt(parseMulticastTTL),
-    "mtftp_file": _typedStr(parseMtftpFile, _MTFTP_EXPECTED),
+    "mtftp_file": _typedStr(parseFile, "expected an existing file"),
+    "mtftp_port": _typedInt(parseMtftpPort),
     "workers": _typedInt(parseWorkers),
     "systemd": _typedBool,
     "http_relay": _typedBool,

@@ -57,7 +57,7 @@ from ctftp.packets import (
 from ctftp.ports import FreshPorts
 from ctftp.transfer import Outcome, answerStranger
 
-__all__ = ["Member", "MulticastSession", "Sessions", "MAX_BLOCKS"]
+__all__ = ["Member", "MulticastSession", "Sessions", "MAX_BLOCKS", "configureMulticastPort"]
 
 _log = logger("ctftp.multicast")
 _HEADER = struct.Struct("!HH")
@@ -65,6 +65,21 @@ _HEADER = struct.Struct("!HH")
 MAX_BLOCKS = 65535
 
 SessionKey = tuple[str, str, int, int]  # local address, file path, size, blksize
+
+
+def configureMulticastPort(transport: Any, ttl: int) -> None:
+    """Make the group packets of a port leave with ``ttl``, through the
+    interface of the address the port is bound to (the one the clients
+    asked), and loop back to clients on this host."""
+    handle = getattr(transport, "getHandle", None)
+    if handle is None:
+        return  # a port in memory (tests)
+    sock = handle()
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    host = transport.getHost().host
+    if host not in ("", "0.0.0.0"):
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
 
 
 class Member:
@@ -206,19 +221,7 @@ class MulticastSession(DatagramProtocol):
     # -- packets ----------------------------------------------------------------
 
     def startProtocol(self) -> None:
-        """Group packets leave with ``multicast_ttl``, through the interface
-        of the address the session is bound to (the one the clients asked),
-        and are looped back to clients on this host."""
-        assert self.transport is not None
-        handle = getattr(self.transport, "getHandle", None)
-        if handle is None:
-            return  # a port in memory (tests)
-        sock = handle()
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        host = self.transport.getHost().host
-        if host not in ("", "0.0.0.0"):
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
+        configureMulticastPort(self.transport, self.ttl)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         if self.closed:

@@ -40,6 +40,7 @@ __all__ = [
     "RemapSyntaxError",
     "RuleSet",
     "TIME_LIMIT",
+    "readNameText",
 ]
 
 #: tftp-hpa's deadman counter: rule evaluations (and ``g`` rounds) per name.
@@ -652,9 +653,12 @@ def _splitLines(text: str) -> list[str]:
     return [line.replace("\r", "").replace("\0", "") for line in text.split("\n")]
 
 
-def _readText(path: str) -> str:
-    # Filenames are UTF-8 with surrogate escapes everywhere in ctftp (see
-    # ctftp.packets), so rules read the same way match the same bytes.
+def readNameText(path: str) -> str:
+    """The text of a file that names files (rules, ``mtftp_file``).
+
+    Filenames are UTF-8 with surrogate escapes everywhere in ctftp (see
+    ``ctftp.packets``), so a file read the same way matches the same bytes.
+    """
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "surrogateescape")
 
@@ -673,7 +677,7 @@ class RuleSet:
         Raises :class:`RemapSyntaxError` for a rule that does not parse and
         :class:`OSError` when the file cannot be read.
         """
-        return cls.fromText(_readText(path), source=path)
+        return cls.fromText(readNameText(path), source=path)
 
     @classmethod
     def fromText(cls, text: str, source: str = "<rules>") -> RuleSet:
@@ -832,7 +836,7 @@ class PcreRules:
         Raises :class:`RemapSyntaxError` for a line that does not parse and
         :class:`OSError` when the file cannot be read.
         """
-        return cls.fromText(_readText(path), source=path)
+        return cls.fromText(readNameText(path), source=path)
 
     @classmethod
     def fromText(cls, text: str, source: str = "<rules>") -> PcreRules:

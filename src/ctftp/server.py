@@ -32,6 +32,7 @@ from ctftp.config import ServerConfig
 from ctftp.errors import RequestRefused
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress, quoteName
 from ctftp.logs import logger
+from ctftp.mtftp import BLKSIZE, MtftpEntry, MtftpFiles, MtftpTransfer, tooBig
 from ctftp.multicast import Member, Sessions
 from ctftp.netascii import NetasciiReader
 from ctftp.options import REFUSAL_MESSAGE, Negotiated, OptionPolicy, OptionRefused, negotiate
@@ -68,14 +69,19 @@ _SERVED_MODES = frozenset(MODES.values())
 
 
 class ListenerProtocol(DatagramProtocol):
-    """One per configured listener; hands every datagram to the server."""
+    """One per configured listener; hands every datagram to the server.
+
+    ``mtftp`` marks a listener on ``mtftp_port``, whose reads are PXE MTFTP
+    transfers (:mod:`ctftp.mtftp`).
+    """
 
     noisy = False
 
-    def __init__(self, server: TFTPServer, host: str, port: int) -> None:
+    def __init__(self, server: TFTPServer, host: str, port: int, mtftp: bool = False) -> None:
         self.server = server
         self.host = host
         self.port = port
+        self.mtftp = mtftp
         self.name = formatAddress(host, port)
 
     def datagramReceived(self, datagram: bytes, addr: Any, localHost: str | None = None) -> None:
@@ -133,11 +139,13 @@ class TFTPServer:
     retransmitted request and gets no second transfer. ``sink`` is where
     uploads go; ``None`` refuses every WRQ (``allow_write`` off). ``rules``
     (tftp-hpa) and ``pcre`` (atftpd) rewrite names; the service replaces them
-    on reload.
+    on reload. ``mtftp`` holds the files of ``mtftp_file`` (PXE MTFTP),
+    also replaced on reload.
     """
 
     rules: RuleSet | None = None
     pcre: PcreRules | None = None
+    mtftp: MtftpFiles | None = None
 
     def __init__(
         self,
@@ -164,10 +172,11 @@ class TFTPServer:
         #: Where transfers get their ports: fresh ones, or ``port_pool``'s.
         self.ports = transferPorts(config, reactor, listenUDP)
         self.policy = self._policy(config)
+        #: Ports of transfers that send to a group: never a pooled port,
+        #: since the group options are set on the socket.
+        self.freshPorts = FreshPorts(listenUDP or transferListener(reactor), config.port_range)
         #: RFC 2090 sessions (``multicast``), each on a fresh port of its own.
-        self.multicast = Sessions(
-            config, reactor, FreshPorts(listenUDP or transferListener(reactor), config.port_range)
-        )
+        self.multicast = Sessions(config, reactor, self.freshPorts)
         self.active: dict[tuple[ListenerProtocol, Any], Running | None] = {}
         self._requests: dict[tuple[ListenerProtocol, Any], bytes] = {}  # the datagram of each
         #: Running uploads by target path, for a takeover (:meth:`_openWrite`).
@@ -313,6 +322,9 @@ class TFTPServer:
 
     def _start(self, pending: _Pending) -> None:
         request, addr = pending.request, pending.addr
+        if pending.listener.mtftp:
+            self._startMtftp(pending)
+            return
         if request.mode not in _SERVED_MODES:  # mail, or a mode nobody knows
             message = unsupportedModeMessage(request.rawMode)
             self._refuse(pending, RequestRefused(ErrorCode.ILLEGAL_OPERATION, message))
@@ -355,6 +367,89 @@ class TFTPServer:
                 pending,
                 agreed,
             )
+
+    def _startMtftp(self, pending: _Pending) -> None:
+        """A request on the MTFTP port: a plain octet read of a file that
+        ``mtftp_file`` lists, whose transfer is not running already (the
+        client then listens to it: no answer). No remapping, no options."""
+        request = pending.request
+        refusal = None
+        entry = self.mtftp.find(request.filename) if self.mtftp is not None else None
+        if not request.isRead:
+            refusal = RequestRefused(ErrorCode.ILLEGAL_OPERATION, "MTFTP serves reads only")
+        elif request.mode != "octet":
+            refusal = RequestRefused(ErrorCode.ILLEGAL_OPERATION, "MTFTP serves octet mode only")
+        elif entry is None:
+            _log.info(
+                'MTFTP request from {client} for file="{file}", which mtftp_file does not list',
+                client=formatAddress(*pending.addr),
+                file=quoteName(request.filename),
+            )
+            refusal = RequestRefused(ErrorCode.FILE_NOT_FOUND, "File not found")
+        if refusal is not None:
+            self._refuse(pending, refusal)
+            return
+        assert self.mtftp is not None and entry is not None
+        running = self.mtftp.running.get(entry.name)
+        if running is not None:
+            _log.info(
+                'MTFTP file="{file}" is being sent to {group} for {other}: {client} listens',
+                file=quoteName(entry.name),
+                group=formatAddress(*entry.group),
+                other=formatAddress(*running.client),
+                client=formatAddress(*pending.addr),
+            )
+            self._end(pending.record, ("error", "server_busy", None))
+            return
+        pending.record.resolved = entry.name
+        self._hold(pending, None)
+        self._open(
+            self.source.openRead,
+            ReadRequest(entry.name, pending.addr[0], pending.addr[1], "octet"),
+            self._openedMtftp,
+            pending,
+            entry,
+        )
+
+    def _openedMtftp(self, file: IReadFile, pending: _Pending, entry: MtftpEntry) -> None:
+        assert self.mtftp is not None
+        if tooBig(file.size):
+            file.close()
+            self._release(pending, None)
+            self._refuse(
+                pending,
+                RequestRefused(ErrorCode.NOT_DEFINED, "File too big for MTFTP (65535 blocks)"),
+            )
+            return
+        if self.mtftp.running.get(entry.name) is not None:  # another opened it first
+            file.close()
+            self._release(pending, None)
+            self._end(pending.record, ("error", "server_busy", None))
+            return
+        record = pending.record
+        record.localPath = file.path
+        record.blksize, record.windowsize = BLKSIZE, 1
+        files = self.mtftp
+
+        def done(transfer: ReadTransfer, outcome: Outcome) -> None:
+            if files.running.get(entry.name) is transfer:
+                del files.running[entry.name]
+            self._readDone(pending, transfer, outcome)
+
+        transfer = MtftpTransfer(
+            clock=self.clock,
+            client=pending.addr,
+            file=file,
+            group=entry.group,
+            ttl=self.config.multicast_ttl,
+            timeout=self.config.timeout_sec,
+            maxRetries=self.config.max_retries,
+            onDone=done,
+        )
+        files.running[entry.name] = transfer
+        self._launch(pending, transfer, file.close, self.freshPorts)
+        if transfer.transport is None:  # no port: refused as busy
+            files.running.pop(entry.name, None)
 
     def _openWrite(self, request: WriteRequest) -> Any:
         """The sink's ``openWrite``, taking a target over from an upload of
@@ -560,11 +655,16 @@ class TFTPServer:
         record.windowsize = agreed.windowsize
         record.tsize = agreed.tsize
 
-    def _launch(self, pending: _Pending, transfer: UDPTransfer, discard: Any) -> None:
-        """Give ``transfer`` its port; it starts sending as soon as it has one."""
+    def _launch(
+        self, pending: _Pending, transfer: UDPTransfer, discard: Any, ports: Any = None
+    ) -> None:
+        """Give ``transfer`` its port, from ``ports`` (default: the
+        transfers' own, fresh or pooled) on the address the request came
+        to, so that replies leave from it. It starts sending as soon as it
+        has one."""
         self._hold(pending, transfer)
         try:
-            self._bindTransfer(pending, transfer)
+            (ports or self.ports).attach(transfer, pending.addr, self._localHost(pending))
         except CannotListenError as e:
             discard()
             self._release(pending, transfer)
@@ -587,11 +687,6 @@ class TFTPServer:
         if pending.key in self.active and self.active[pending.key] is transfer:
             del self.active[pending.key]
             del self._requests[pending.key]
-
-    def _bindTransfer(self, pending: _Pending, transfer: UDPTransfer) -> None:
-        """Give the transfer a port on the address the request came to, so
-        that replies leave from it."""
-        self.ports.attach(transfer, pending.addr, self._localHost(pending))
 
     @staticmethod
     def _localHost(pending: _Pending) -> str:

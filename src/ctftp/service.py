@@ -23,6 +23,7 @@ from ctftp.config import ConfigError, ServerConfig, settingWhere, unusableFolder
 from ctftp.events import ITransferObserver, LogEventObserver, SidecarObserver
 from ctftp.logs import LOG_FILE_NAME, LogFile, LogSetup, configure, logger
 from ctftp.metrics import Metrics
+from ctftp.mtftp import MtftpFileError, MtftpFiles, mtftpHosts
 from ctftp.relay import RelayService, RelaySource, relayFromConfig
 from ctftp.reload import ReloadPlan, planReload
 from ctftp.remap import PcreRules, RemapSyntaxError, RuleSet
@@ -78,7 +79,11 @@ class ListenerService(Service):
     def _bind(self) -> None:
         if self.port is not None:
             return
-        _log.info("Starting listener on {listener}", listener=self.protocol.name)
+        _log.info(
+            "Starting {kind} on {listener}",
+            kind="MTFTP listener" if self.protocol.mtftp else "listener",
+            listener=self.protocol.name,
+        )
         self.port = listenerListener(self.reactor, v6only=self.v6only)(
             self.protocol.port,
             self.protocol,
@@ -149,6 +154,10 @@ class CtftpService(MultiService):
                 )
                 listener = ListenerProtocol(server, host, port)
                 ListenerService(reactor, listener, v6only).setServiceParent(self)
+        if config.mtftp_file and config.workers == 1:
+            for host in mtftpHosts(config.listeners):
+                listener = ListenerProtocol(server, host, config.mtftp_port, mtftp=True)
+                ListenerService(reactor, listener).setServiceParent(self)
         if metrics is not None and config.metrics_listen is not None:
             from ctftp.metricspage import metricsService  # twisted.web: only when asked for
 
@@ -241,6 +250,23 @@ class CtftpService(MultiService):
         else:
             if self.config.remap_file or self.config.pcre_file:
                 _log.info("SIGHUP: remap rules reloaded")
+        self._reloadMtftp()
+
+    def _reloadMtftp(self) -> None:
+        """Read ``mtftp_file`` again; a file being sent stays busy until its
+        transfer ends, and a file that no longer parses keeps the old list."""
+        old = self.server.mtftp
+        if old is None:
+            return
+        try:
+            new = loadMtftp(self.config)
+        except ConfigError as e:
+            _log.error("SIGHUP: MTFTP files kept unchanged: {error}", error=str(e))
+            return
+        assert new is not None
+        new.takeRunning(old)
+        self.server.mtftp = new
+        _log.info("SIGHUP: MTFTP files reloaded ({count})", count=len(new))
 
     def _rereadConfig(self) -> ReloadPlan | None:
         if self._reloadConfig is None:
@@ -339,6 +365,29 @@ def loadRules(config: ServerConfig) -> tuple[RuleSet | None, PcreRules | None]:
     return rules, pcre
 
 
+def loadMtftp(config: ServerConfig) -> MtftpFiles | None:
+    """Parse ``mtftp_file``; a bad file is a ConfigError naming file and
+    line, and so is a group that RFC 2090 sessions may take too."""
+    if not config.mtftp_file:
+        return None
+    try:
+        files = MtftpFiles.fromFile(config.mtftp_file)
+    except MtftpFileError as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(f"{e.filename}: cannot read mtftp file: {e.strerror}") from None
+    if config.multicast:
+        low, high = config.multicast_port
+        for entry in files:
+            address, port = entry.group
+            if address in config.multicast_addr and low <= port <= high:
+                raise ConfigError(
+                    f"{files.source}:{entry.line}: group {address}:{port} is also one of"
+                    " multicast_addr x multicast_port; give MTFTP a group of its own"
+                )
+    return files
+
+
 def defaultSink(config: ServerConfig) -> IWriteSink | None:
     """Where uploads go: nowhere (``write_devnull``), the first root
     (``allow_write``), or refused (``None``)."""
@@ -419,6 +468,7 @@ def makeService(
         observers=[*observers, metrics, *eventSinks],
     )
     server.rules, server.pcre = loadRules(config)
+    server.mtftp = loadMtftp(config)
     metrics.watchServer(server)
     for eventSink in eventSinks:
         metrics.watchSink(eventSink)

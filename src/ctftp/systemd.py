@@ -229,7 +229,7 @@ class SocketActivatedListeners(Service):
     ``fds`` defaults to :func:`listenFds` (read once, at start). Every
     datagram goes to ``server``, as from the ports ``ListenerService`` binds.
     ``origin`` only says in the "Starting listener" line who bound the
-    socket.
+    socket; ``mtftp`` makes them PXE MTFTP listeners (``ctftp.mtftp``).
     """
 
     def __init__(
@@ -238,14 +238,16 @@ class SocketActivatedListeners(Service):
         server: TFTPServer,
         fds: Sequence[int] | None = None,
         origin: str = "systemd",
+        mtftp: bool = False,
     ) -> None:
         self.reactor = reactor
+        self.mtftp = mtftp
         self.server = server
         self.fds = None if fds is None else list(fds)
         self.origin = origin
         self.ports: list[IListeningPort] = []
         self.protocols: list[ListenerProtocol] = []
-        self.setName("socket-activated listeners")
+        self.setName("socket-activated MTFTP listeners" if mtftp else "socket-activated listeners")
 
     def privilegedStartService(self) -> None:
         self._adopt()
@@ -256,9 +258,10 @@ class SocketActivatedListeners(Service):
         super().startService()
 
     def _makeProtocol(self, host: str, port: int) -> ListenerProtocol:
-        protocol = ListenerProtocol(self.server, host, port)
+        protocol = ListenerProtocol(self.server, host, port, self.mtftp)
         _log.info(
-            "Starting listener on {listener} (socket passed by {origin})",
+            "Starting {kind} on {listener} (socket passed by {origin})",
+            kind="MTFTP listener" if self.mtftp else "listener",
             listener=protocol.name,
             origin=self.origin,
         )

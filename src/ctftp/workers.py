@@ -53,6 +53,11 @@ The workers
     supervisor disappears is told by the kernel (``PR_SET_PDEATHSIG``) and
     stops, instead of holding the port forever.
 
+PXE MTFTP (``mtftp_file``)
+    The supervisor binds the MTFTP port (one socket per address) and hands
+    it to worker 1 alone (``--mtftp-fds``): an MTFTP file has one group, so
+    one process must know whether it is being sent.
+
 ``workers=1`` never comes here: it is the ordinary single process.
 """
 
@@ -95,6 +100,7 @@ import ctftp
 from ctftp import logs
 from ctftp.config import ServerConfig
 from ctftp.events import ITransferObserver, TransferRecord, formatAddress
+from ctftp.mtftp import mtftpHosts
 from ctftp.systemd import (
     SD_LISTEN_FDS_START,
     SocketActivatedListeners,
@@ -224,6 +230,7 @@ def serviceOnSockets(
     origin: str = "systemd",
     installSignalHandlers: bool = True,
     metrics: bool = True,
+    mtftpFds: Sequence[int] = (),
 ) -> CtftpService:
     """ctftp's normal service tree, listening on already-bound sockets ``fds``.
 
@@ -233,7 +240,8 @@ def serviceOnSockets(
     worker runs; also what a launcher that passes sockets by hand runs.
     ``metrics=False`` leaves out the ``metrics_listen`` page: N workers
     cannot all bind its TCP port, and a page of one worker's counts would
-    pass for the whole server's.
+    pass for the whole server's. ``mtftpFds`` are sockets on ``mtftp_port``
+    (PXE MTFTP), without which this process serves no MTFTP.
     """
     from ctftp.service import ListenerService, makeService
 
@@ -250,6 +258,10 @@ def serviceOnSockets(
         ):
             child.disownServiceParent()
     SocketActivatedListeners(reactor, service.server, fds, origin).setServiceParent(service)
+    if mtftpFds:
+        SocketActivatedListeners(
+            reactor, service.server, mtftpFds, origin, mtftp=True
+        ).setServiceParent(service)
     return service
 
 
@@ -327,6 +339,9 @@ def _parseArgs(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--parent", type=int, default=0, help="supervisor pid")
     parser.add_argument(
+        "--mtftp-fds", default="", help="comma-separated PXE MTFTP descriptors (worker 1)"
+    )
+    parser.add_argument(
         "--log-fd", type=int, default=None, help="the supervisor's descriptor of ctftp.log"
     )
     return parser.parse_args(list(argv))
@@ -345,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"ctftp worker: {WORKER_CONFIG_ENV} is not set (started by hand?)")
     config = configFromJSON(raw)
     fds = [int(part) for part in args.fds.split(",") if part.strip()]
+    mtftpFds = [int(part) for part in args.mtftp_fds.split(",") if part.strip()]
     _dieWithParent(args.parent)
     if args.log_fd is not None:
         _WorkerLogFile.inherited = args.log_fd
@@ -369,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         reactor=reactor,
         origin=f"the supervisor, worker {args.worker}",
         metrics=False,
+        mtftpFds=mtftpFds,
     )
     service.server.multicast.shareAmong(args.worker, config.workers)
     freezeStartupObjects()  # a worker's process is ctftp's own, as with twistd
@@ -537,6 +554,7 @@ class WorkerSupervisor(Service):
         self.python = python
         self.workers: list[_Worker] = []
         self._sockets: list[socket.socket] = []
+        self._mtftpSockets: list[socket.socket] = []  # worker 1's (PXE MTFTP)
         self._passedFds: list[int] = []
         self._logFd: int | None = None
         self._stopping = False
@@ -609,6 +627,17 @@ class WorkerSupervisor(Service):
             except CannotListenError:
                 self._closeSockets()
                 raise
+        if self.config.mtftp_file:
+            try:
+                for host in mtftpHosts(self.config.listeners):
+                    self._mtftpSockets += bindReusePort(host, self.config.mtftp_port, 1, False)
+                    _log.info(
+                        "Starting MTFTP listener on {listener} for worker 1",
+                        listener=formatAddress(host, self.config.mtftp_port),
+                    )
+            except CannotListenError:
+                self._closeSockets()
+                raise
         self.workers = [_Worker(self, n + 1, fds) for n, fds in enumerate(perWorker)]
 
     @property
@@ -622,9 +651,9 @@ class WorkerSupervisor(Service):
         return seen
 
     def _closeSockets(self) -> None:
-        for sock in self._sockets:
+        for sock in self._sockets + self._mtftpSockets:
             sock.close()
-        self._sockets = []
+        self._sockets, self._mtftpSockets = [], []
         for fd in self._passedFds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -656,14 +685,19 @@ class WorkerSupervisor(Service):
     def _spawn(self, worker: _Worker) -> None:
         worker.restartCall = None
         childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        for index, fd in enumerate(worker.fds):
+        mtftp = [sock.fileno() for sock in self._mtftpSockets] if worker.number == 1 else []
+        passed = worker.fds + mtftp
+        for index, fd in enumerate(passed):
             childFDs[SD_LISTEN_FDS_START + index] = fd
-        childFds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(worker.fds))
-        logArgs: list[str] = []
+        childFds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(passed)))
+        extraArgs: list[str] = []
+        if mtftp:
+            extraArgs = ["--mtftp-fds", ",".join(str(fd) for fd in childFds[len(worker.fds) :])]
+            childFds = childFds[: len(worker.fds)]
         if self._logFd is not None:
-            logFd = SD_LISTEN_FDS_START + len(worker.fds)
+            logFd = SD_LISTEN_FDS_START + len(passed)
             childFDs[logFd] = self._logFd
-            logArgs = ["--log-fd", str(logFd)]
+            extraArgs += ["--log-fd", str(logFd)]
         args = [
             self.python,
             "-c",  # not -m: ctftp's package imports this module, and runpy warns
@@ -674,7 +708,7 @@ class WorkerSupervisor(Service):
             ",".join(str(fd) for fd in childFds),
             "--parent",
             str(os.getpid()),
-            *logArgs,
+            *extraArgs,
         ]
         try:
             process = self.reactor.spawnProcess(

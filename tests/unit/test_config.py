@@ -191,12 +191,16 @@ def test_unknown_key_without_suggestion(tmp_path: Path, root: Path) -> None:
     assert message.endswith(":2: unknown key 'zzzz'")
 
 
-@pytest.mark.parametrize("line", ["mtftp_file=", "mtftp_file= "])
-def test_unimplemented_keys_accepted_at_their_defaults(
-    tmp_path: Path, root: Path, line: str
-) -> None:
-    config = ServerConfig.fromFile(writeConf(tmp_path, f"root_dir={root}\n{line}\n"))
-    assert config.mtftp_file == ""
+def test_mtftp_keys(tmp_path: Path, root: Path) -> None:
+    config = ServerConfig.fromFile(writeConf(tmp_path, f"root_dir={root}\nmtftp_file= \n"))
+    assert (config.mtftp_file, config.mtftp_port) == ("", 75)
+    (tmp_path / "mtftp.conf").write_text("pxelinux.0 239.1.1.1 1758\n")
+    text = f"root_dir={root}\nmtftp_file=mtftp.conf\nmtftp_port=1759\n"
+    config = ServerConfig.fromFile(writeConf(tmp_path, text))
+    assert config.mtftp_file == str(tmp_path / "mtftp.conf")  # relative to the config file
+    assert config.mtftp_port == 1759
+    typed = ServerConfig(root_dir=(str(root),), mtftp_file=tmp_path / "mtftp.conf", mtftp_port=9)
+    assert (typed.mtftp_file, typed.mtftp_port) == (str(tmp_path / "mtftp.conf"), 9)
 
 
 def test_multicast_keys(tmp_path: Path, root: Path) -> None:
@@ -249,10 +253,12 @@ def test_multicast_keys_refused(
     ("line", "expected"),
     [
         ("multicast=maybe", "multicast: expected true/false"),
-        ("mtftp_file=mtftp.conf", "mtftp_file: expected an empty value (PXE MTFTP is not"),
+        ("mtftp_file=mtftp.conf", "mtftp_file: expected an existing file (relative to"),
+        ("mtftp_port=0", "mtftp_port: expected a port 1..65535"),
+        ("mtftp_port=75x", "mtftp_port: expected a port 1..65535"),
     ],
 )
-def test_unimplemented_keys_refused_when_enabled(
+def test_multicast_switches_refused(
     tmp_path: Path, root: Path, line: str, expected: str
 ) -> None:
     path = writeConf(tmp_path, f"root_dir={root}\n{line}\n")
@@ -262,10 +268,10 @@ def test_unimplemented_keys_refused_when_enabled(
     assert str(info.value).endswith(f"got '{line.split('=')[1]}'")
 
 
-def test_unimplemented_keys_by_keyword(root: Path) -> None:
+def test_multicast_switches_by_keyword(root: Path) -> None:
     assert ServerConfig(root_dir=(str(root),), multicast=True).multicast is True
-    with pytest.raises(ConfigError, match="^ServerConfig: mtftp_file: expected an empty value"):
-        ServerConfig(root_dir=(str(root),), mtftp_file="m.conf")
+    with pytest.raises(ConfigError, match="^ServerConfig: mtftp_file: expected an existing file"):
+        ServerConfig(root_dir=(str(root),), mtftp_file="no-such-m.conf")
 
 
 def test_missing_root(tmp_path: Path) -> None:

@@ -200,11 +200,10 @@ def test_values_that_look_like_options_are_still_values(root: Path) -> None:
     assert options.config.refuse_options == frozenset({"-x"})
 
 
-def test_unimplemented_option_enabled(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = oneLineFailure(capsys, "--root", str(root), "--mtftp-file", "mtftp.conf")
+def test_mtftp_file_option_missing(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = oneLineFailure(capsys, "--root", str(root), "--mtftp-file", "/no/mtftp.conf")
     assert line == (
-        "ctftp: command line: --mtftp-file: expected an empty value (PXE MTFTP is not"
-        " supported by this version of ctftp), got 'mtftp.conf'"
+        "ctftp: command line: --mtftp-file: expected an existing file, got '/no/mtftp.conf'"
     )
 
 

@@ -60,6 +60,31 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def join_group(sock: socket.socket, group: tuple[str, int]) -> None:
+    """Bind ``sock`` to the group's port (shared) and join the group on 127.0.0.1."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", group[1]))
+    membership = socket.inet_aton(group[0]) + socket.inet_aton("127.0.0.1")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+
+
+def loopback_multicast() -> bool:
+    """Whether a group joined on 127.0.0.1 receives what is sent through it."""
+    group = ("239.255.77.250", free_udp_port())
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        try:
+            join_group(rx, group)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            tx.sendto(b"probe", group)
+            rx.settimeout(1.0)
+            return rx.recv(16) == b"probe"
+        except OSError:
+            return False
+
+
 def twistd_command() -> list[str]:
     """The twistd of the interpreter running the tests."""
     script = Path(sys.executable).with_name("twistd")

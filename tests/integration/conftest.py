@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -99,6 +102,30 @@ def server_factory(tmp_path: Path, payloads: dict[str, bytes]) -> Iterator[Serve
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def multicast_namespace() -> Iterator[str]:
+    """A network namespace whose loopback carries multicast (224.0.0.0/4),
+    for clients that cannot share a group's port with another socket."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    name = f"ctftp-mc-{uuid.uuid4().hex[:8]}"
+    try:
+        _ip("netns", "add", name)
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"cannot make a network namespace here: {e}")
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", name, "link", "set", "lo", "multicast", "on")
+        _ip("-n", name, "route", "add", "224.0.0.0/4", "dev", "lo")
+        yield name
+    finally:
+        _ip("netns", "del", name)
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=30)
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ network namespace whose loopback routes multicast."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,8 @@ from ._support import (
     ack,
     ctftp_server_command,
     free_udp_port,
+    join_group,
+    loopback_multicast,
     parse,
     rrq,
     run_client,
@@ -33,30 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
 
 BLKSIZE = 1024
 WAIT = 5.0  # seconds any one packet may take on loopback
-
-
-def loopback_multicast() -> bool:
-    """Whether a group joined on 127.0.0.1 receives what is sent through it."""
-    group = ("239.255.77.250", free_udp_port())
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
-    ):
-        try:
-            join(rx, group)
-            tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-            tx.sendto(b"probe", group)
-            rx.settimeout(1.0)
-            return rx.recv(16) == b"probe"
-        except OSError:
-            return False
-
-
-def join(sock: socket.socket, group: tuple[str, int]) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", group[1]))
-    membership = socket.inet_aton(group[0]) + socket.inet_aton("127.0.0.1")
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
 
 
 class MulticastClient:
@@ -92,7 +68,7 @@ class MulticastClient:
         address, port, master = packet.options["multicast"].split(",")
         if self.groupSocket is None:
             self.groupSocket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            join(self.groupSocket, (address, int(port)))
+            join_group(self.groupSocket, (address, int(port)))
         return master == "1"
 
     def ack(self, block: int) -> None:
@@ -203,30 +179,7 @@ def test_three_clients_share_one_stream_and_take_turns(
 # -- atftp's client, in a network namespace ------------------------------------------
 
 
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def namespace() -> Iterator[str]:
-    """A network namespace whose loopback carries multicast (224.0.0.0/4)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to make a network namespace")
-    name = f"ctftp-mc-{uuid.uuid4().hex[:8]}"
-    try:
-        _run("ip", "netns", "add", name)
-    except (subprocess.CalledProcessError, OSError) as e:
-        pytest.skip(f"cannot make a network namespace here: {e}")
-    try:
-        _run("ip", "-n", name, "link", "set", "lo", "up")
-        _run("ip", "-n", name, "link", "set", "lo", "multicast", "on")
-        _run("ip", "-n", name, "route", "add", "224.0.0.0/4", "dev", "lo")
-        yield name
-    finally:
-        _run("ip", "netns", "del", name)
-
-
-def test_atftp_multicast_client_in_a_namespace(tmp_path: Path, namespace: str) -> None:
+def test_atftp_multicast_client_in_a_namespace(tmp_path: Path, multicast_namespace: str) -> None:
     if shutil.which("atftp") is None:
         pytest.skip("atftp is not installed")
     payload = deterministic_bytes(300_000, seed=2091)
@@ -245,7 +198,7 @@ def test_atftp_multicast_client_in_a_namespace(tmp_path: Path, namespace: str) -
             "multicast": "true",
         },
     )
-    inside = ["ip", "netns", "exec", namespace]
+    inside = ["ip", "netns", "exec", multicast_namespace]
     with (tmp_path / "server.out").open("wb") as out:
         proc = subprocess.Popen(
             [*inside, *ctftp_server_command(config, tmp_path)],

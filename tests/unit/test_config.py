@@ -258,9 +258,7 @@ def test_multicast_keys_refused(
         ("mtftp_port=75x", "mtftp_port: expected a port 1..65535"),
     ],
 )
-def test_multicast_switches_refused(
-    tmp_path: Path, root: Path, line: str, expected: str
-) -> None:
+def test_multicast_switches_refused(tmp_path: Path, root: Path, line: str, expected: str) -> None:
     path = writeConf(tmp_path, f"root_dir={root}\n{line}\n")
     with pytest.raises(ConfigError) as info:
         ServerConfig.fromFile(path)

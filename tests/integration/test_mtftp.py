@@ -1,0 +1,213 @@
+"""PXE MTFTP against a running server: clients by hand on loopback (one
+acknowledging, one listening then asking for what it missed), the same
+with two workers, and atftp's own MTFTP client (``--mget``) in a network
+namespace whose loopback routes multicast."""
+
+from __future__ import annotations
+
+import select
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._support import (
+    OP_DATA,
+    Server,
+    ack,
+    ctftp_server_command,
+    free_udp_port,
+    join_group,
+    loopback_multicast,
+    parse,
+    rrq,
+    run_client,
+    stop_process,
+    wait_for,
+    write_config,
+)
+from .conftest import ServerFactory, deterministic_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ctftp_only")]
+
+WAIT = 5.0  # seconds any one packet may take on loopback
+GROUP_ADDRESS = "239.255.75.1"
+
+
+class MtftpClient:
+    """A PXE MTFTP client by hand: a socket for the server (the request,
+    block 1, the ACKs) and one on the group; every wait bounded."""
+
+    def __init__(self, server: tuple[str, int], group: tuple[str, int]) -> None:
+        self.server = server
+        self.control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.control.bind(("127.0.0.1", 0))
+        self.group = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        join_group(self.group, group)
+        self.blocks: dict[int, bytes] = {}
+        self.last: int | None = None
+        self.tid: tuple[str, int] | None = None
+
+    def close(self) -> None:
+        self.control.close()
+        self.group.close()
+
+    def ask(self, name: str) -> None:
+        self.control.sendto(rrq(name), self.server)
+
+    def receive(self, timeout: float = WAIT) -> int | None:
+        """The next DATA block from the server or the group, kept; ``None``
+        when nothing came within ``timeout``."""
+        ready, _, _ = select.select([self.control, self.group], [], [], timeout)
+        if not ready:
+            return None
+        sock = ready[0]
+        datagram, sender = sock.recvfrom(65536)
+        packet = parse(datagram)
+        assert packet.opcode == OP_DATA, packet
+        if sock is self.control:
+            self.tid = sender
+        self.blocks[packet.block] = packet.payload
+        if len(packet.payload) < 512:
+            self.last = packet.block
+        return packet.block
+
+    def ackThrough(self, until: int | None = None) -> None:
+        """Acknowledge each block as it comes, as the client that opened
+        the transfer does, until block ``until`` (default: the last)."""
+        for _ in range(70_000):
+            block = self.receive()
+            assert block is not None, "the server stopped sending"
+            assert self.tid is not None
+            self.control.sendto(ack(block), self.tid)
+            if block == (until or self.last):
+                return
+        raise AssertionError("too many blocks")
+
+    def listen(self, quiet: float = 1.5) -> None:
+        """Take what passes on the group until it is quiet."""
+        for _ in range(70_000):
+            if self.receive(quiet) is None:
+                return
+        raise AssertionError("too many blocks")
+
+    def content(self) -> bytes:
+        return b"".join(self.blocks[n] for n in sorted(self.blocks))
+
+
+@pytest.fixture
+def clients() -> Iterator[list[MtftpClient]]:
+    made: list[MtftpClient] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+def _mtftpServer(
+    server_factory: ServerFactory, tmp_path: Path, payload: bytes, **overrides: str
+) -> tuple[Server, tuple[str, int], tuple[str, int]]:
+    if not loopback_multicast():
+        pytest.skip("this host does not loop multicast back on 127.0.0.1")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "pxelinux.0").write_bytes(payload)
+    group = (GROUP_ADDRESS, free_udp_port())
+    conf = tmp_path / "mtftp.conf"
+    conf.write_text(f"# FILE GROUP PORT\npxelinux.0 {group[0]} {group[1]}\n")
+    port = free_udp_port()
+    server = server_factory(root, mtftp_file=str(conf), mtftp_port=str(port), **overrides)
+    assert wait_for(lambda: "Starting MTFTP listener" in server.central_log.read_text())
+    return server, (server.host, port), group
+
+
+def _events(server: Server, kind: str) -> list[str]:
+    return [line for line in server.central_log.read_text().splitlines() if kind in line]
+
+
+def test_one_client_acknowledges_another_listens_then_asks_for_what_it_missed(
+    server_factory: ServerFactory, tmp_path: Path, clients: list[MtftpClient]
+) -> None:
+    payload = deterministic_bytes(60 * 512 + 77, seed=75)
+    server, mtftp, group = _mtftpServer(server_factory, tmp_path, payload)
+    first, second = MtftpClient(mtftp, group), MtftpClient(mtftp, group)
+    clients += [first, second]
+    first.ask("/pxelinux.0")
+    first.ackThrough(10)
+    second.ask("pxelinux.0")  # being sent: no answer, it listens
+    first.ackThrough()
+    assert first.content() == payload
+    second.listen()
+    assert set(second.blocks) == set(range(2, 62))  # block 1 went to the first alone
+    assert wait_for(lambda: len(_events(server, "status=error msg=server_busy")) == 1)
+    second.ask("pxelinux.0")  # quiet now: it opens a transfer of its own
+    second.ackThrough()
+    assert second.content() == payload
+    assert wait_for(lambda: len(_events(server, "EVENT type=1")) == 2)
+    assert all(f"bytes={len(payload)} status=ok" in line for line in _events(server, "type=1"))
+
+
+def test_with_two_workers_the_first_serves_mtftp(
+    server_factory: ServerFactory, tmp_path: Path, clients: list[MtftpClient]
+) -> None:
+    payload = deterministic_bytes(5 * 512 + 1, seed=76)
+    server, mtftp, group = _mtftpServer(server_factory, tmp_path, payload, workers="2")
+    client = MtftpClient(mtftp, group)
+    clients.append(client)
+    client.ask("pxelinux.0")
+    client.ackThrough()
+    assert client.content() == payload
+    log = server.central_log.read_text()
+    assert f"Starting MTFTP listener on {mtftp[0]}:{mtftp[1]} for worker 1" in log
+    assert wait_for(lambda: f"bytes={len(payload)} status=ok" in server.central_log.read_text())
+
+
+def test_atftp_mtftp_client_in_a_namespace(tmp_path: Path, multicast_namespace: str) -> None:
+    if shutil.which("atftp") is None:
+        pytest.skip("atftp is not installed")
+    payload = deterministic_bytes(200_000, seed=77)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "pxelinux.0").write_bytes(payload)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "mtftp.conf").write_text("pxelinux.0 239.255.75.2 3001\n")
+    config = write_config(
+        tmp_path / "ctftp.conf",
+        {
+            "root_dir": str(root),
+            "listeners": "127.0.0.1:6969",
+            "log_dir": str(logs),
+            "mtftp_file": "mtftp.conf",
+            "mtftp_port": "1759",
+        },
+    )
+    inside = ["ip", "netns", "exec", multicast_namespace]
+    with (tmp_path / "server.out").open("wb") as out:
+        proc = subprocess.Popen(
+            [*inside, *ctftp_server_command(config, tmp_path)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        central = logs / "ctftp.log"
+        assert wait_for(
+            lambda: central.exists() and "Starting MTFTP listener" in central.read_text(),
+            timeout=15,
+        ), (tmp_path / "server.out").read_text()
+        target = tmp_path / "boot.out"
+        mtftp = ["mcast-ip 239.255.75.2", "client-port 3001", "listen-delay 1", "timeout-delay 1"]
+        argv = [*inside, "atftp", *(a for setting in mtftp for a in ("--mtftp", setting))]
+        result = run_client(
+            [*argv, "--mget", "-r", "pxelinux.0", "-l", str(target), "127.0.0.1", "1759"],
+            timeout=60,
+        )
+        assert result.returncode == 0, result.describe()
+        assert target.read_bytes() == payload
+        assert f"bytes={len(payload)} status=ok" in central.read_text()
+    finally:
+        stop_process(proc)

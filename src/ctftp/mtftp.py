@@ -26,9 +26,8 @@ file of more than 65,535 blocks is refused, as are writes and netascii.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -120,7 +119,7 @@ class MtftpFiles:
     def __len__(self) -> int:
         return len(self._byName)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[MtftpEntry]:
         return iter(self._byName.values())
 
     def find(self, name: str) -> MtftpEntry | None:
@@ -129,7 +128,8 @@ class MtftpFiles:
 
     def takeRunning(self, previous: MtftpFiles) -> None:
         """Keep the transfers ``previous`` is running (a reload): a file
-        being sent stays busy until its transfer ends."""
+        being sent stays busy until its transfer ends. The table is shared,
+        not copied, so a transfer that ends later leaves both."""
         self.running = previous.running
 
 

@@ -47,7 +47,7 @@ from ctftp.packets import (
     encodeError,
     unsupportedModeMessage,
 )
-from ctftp.ports import FreshPorts, transferPorts
+from ctftp.ports import FreshPorts, TransferPorts, transferPorts
 from ctftp.remap import PcreRules, RemapDenied, RemapFailed, RuleSet
 from ctftp.resolver import cleanName, resolveExisting
 from ctftp.sources import IReadFile, IReadSource, LocalFileSource, ReadRequest
@@ -656,7 +656,11 @@ class TFTPServer:
         record.tsize = agreed.tsize
 
     def _launch(
-        self, pending: _Pending, transfer: UDPTransfer, discard: Any, ports: Any = None
+        self,
+        pending: _Pending,
+        transfer: UDPTransfer,
+        discard: Any,
+        ports: TransferPorts | None = None,
     ) -> None:
         """Give ``transfer`` its port, from ``ports`` (default: the
         transfers' own, fresh or pooled) on the address the request came

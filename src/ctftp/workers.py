@@ -684,18 +684,19 @@ class WorkerSupervisor(Service):
 
     def _spawn(self, worker: _Worker) -> None:
         worker.restartCall = None
+        # The child's descriptors from 3 on: its listeners, worker 1's MTFTP
+        # sockets, then the log file's.
         childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         mtftp = [sock.fileno() for sock in self._mtftpSockets] if worker.number == 1 else []
-        passed = worker.fds + mtftp
-        for index, fd in enumerate(passed):
-            childFDs[SD_LISTEN_FDS_START + index] = fd
-        childFds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + len(passed)))
+        numbers: list[str] = []
+        for number, fd in enumerate(worker.fds + mtftp, start=SD_LISTEN_FDS_START):
+            childFDs[number] = fd
+            numbers.append(str(number))
         extraArgs: list[str] = []
         if mtftp:
-            extraArgs = ["--mtftp-fds", ",".join(str(fd) for fd in childFds[len(worker.fds) :])]
-            childFds = childFds[: len(worker.fds)]
+            extraArgs = ["--mtftp-fds", ",".join(numbers[len(worker.fds) :])]
         if self._logFd is not None:
-            logFd = SD_LISTEN_FDS_START + len(passed)
+            logFd = SD_LISTEN_FDS_START + len(numbers)
             childFDs[logFd] = self._logFd
             extraArgs += ["--log-fd", str(logFd)]
         args = [
@@ -705,7 +706,7 @@ class WorkerSupervisor(Service):
             "--worker",
             str(worker.number),
             "--fds",
-            ",".join(str(fd) for fd in childFds),
+            ",".join(numbers[: len(worker.fds)]),
             "--parent",
             str(os.getpid()),
             *extraArgs,

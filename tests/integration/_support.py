@@ -443,6 +443,39 @@ def running_server(
         server.stop()
 
 
+NAMESPACE_PORT = 6969  # the listener of a server alone in its network namespace
+
+
+@contextlib.contextmanager
+def ctftp_in_namespace(
+    namespace: str, workdir: Path, root: Path, overrides: Mapping[str, str], ready: str
+) -> Iterator[Path]:
+    """ctftp serving ``root`` on 127.0.0.1:``NAMESPACE_PORT`` inside network
+    namespace ``namespace``, with ``overrides``; yields its central log once
+    that shows ``ready``, and stops the server at the end."""
+    logs = workdir / "logs"
+    logs.mkdir()
+    config = {"root_dir": str(root), "listeners": f"127.0.0.1:{NAMESPACE_PORT}"}
+    config = {**config, "log_dir": str(logs), **overrides}
+    path = write_config(workdir / "ctftp.conf", config)
+    with (workdir / "server.out").open("wb") as out:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, *ctftp_server_command(path, workdir)],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        central = logs / "ctftp.log"
+        assert wait_for(lambda: central.exists() and ready in central.read_text(), timeout=15), (
+            workdir / "server.out"
+        ).read_text()
+        yield central
+    finally:
+        stop_process(proc)
+
+
 # --------------------------------------------------------------------------
 # Real clients
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import select
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,16 +17,14 @@ from ._support import (
     OP_DATA,
     Server,
     ack,
-    ctftp_server_command,
+    ctftp_in_namespace,
     free_udp_port,
     join_group,
     loopback_multicast,
     parse,
     rrq,
     run_client,
-    stop_process,
     wait_for,
-    write_config,
 )
 from .conftest import ServerFactory, deterministic_bytes
 
@@ -171,43 +168,17 @@ def test_atftp_mtftp_client_in_a_namespace(tmp_path: Path, multicast_namespace: 
     root = tmp_path / "root"
     root.mkdir()
     (root / "pxelinux.0").write_bytes(payload)
-    logs = tmp_path / "logs"
-    logs.mkdir()
     (tmp_path / "mtftp.conf").write_text("pxelinux.0 239.255.75.2 3001\n")
-    config = write_config(
-        tmp_path / "ctftp.conf",
-        {
-            "root_dir": str(root),
-            "listeners": "127.0.0.1:6969",
-            "log_dir": str(logs),
-            "mtftp_file": "mtftp.conf",
-            "mtftp_port": "1759",
-        },
-    )
-    inside = ["ip", "netns", "exec", multicast_namespace]
-    with (tmp_path / "server.out").open("wb") as out:
-        proc = subprocess.Popen(
-            [*inside, *ctftp_server_command(config, tmp_path)],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        central = logs / "ctftp.log"
-        assert wait_for(
-            lambda: central.exists() and "Starting MTFTP listener" in central.read_text(),
-            timeout=15,
-        ), (tmp_path / "server.out").read_text()
+    overrides = {"mtftp_file": "mtftp.conf", "mtftp_port": "1759"}
+    with ctftp_in_namespace(
+        multicast_namespace, tmp_path, root, overrides, "Starting MTFTP listener"
+    ) as central:
         target = tmp_path / "boot.out"
         mtftp = ["mcast-ip 239.255.75.2", "client-port 3001", "listen-delay 1", "timeout-delay 1"]
-        argv = [*inside, "atftp", *(a for setting in mtftp for a in ("--mtftp", setting))]
-        result = run_client(
-            [*argv, "--mget", "-r", "pxelinux.0", "-l", str(target), "127.0.0.1", "1759"],
-            timeout=60,
-        )
+        argv = ["ip", "netns", "exec", multicast_namespace, "atftp"]
+        argv += [a for setting in mtftp for a in ("--mtftp", setting)]
+        argv += ["--mget", "-r", "pxelinux.0", "-l", str(target), "127.0.0.1", "1759"]
+        result = run_client(argv, timeout=60)
         assert result.returncode == 0, result.describe()
         assert target.read_bytes() == payload
         assert f"bytes={len(payload)} status=ok" in central.read_text()
-    finally:
-        stop_process(proc)

@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ._support import (
+    NAMESPACE_PORT,
     OP_DATA,
     OP_OACK,
     ack,
-    ctftp_server_command,
+    ctftp_in_namespace,
     free_udp_port,
     join_group,
     loopback_multicast,
     parse,
     rrq,
     run_client,
-    stop_process,
     wait_for,
-    write_config,
 )
 from .conftest import ServerFactory, deterministic_bytes
 
@@ -186,42 +184,16 @@ def test_atftp_multicast_client_in_a_namespace(tmp_path: Path, multicast_namespa
     root = tmp_path / "root"
     root.mkdir()
     (root / "boot.img").write_bytes(payload)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    port = 6969
-    config = write_config(
-        tmp_path / "ctftp.conf",
-        {
-            "root_dir": str(root),
-            "listeners": f"127.0.0.1:{port}",
-            "log_dir": str(logs),
-            "multicast": "true",
-        },
-    )
-    inside = ["ip", "netns", "exec", multicast_namespace]
-    with (tmp_path / "server.out").open("wb") as out:
-        proc = subprocess.Popen(
-            [*inside, *ctftp_server_command(config, tmp_path)],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        central = logs / "ctftp.log"
-        assert wait_for(
-            lambda: central.exists() and "Starting listener" in central.read_text(), timeout=15
-        ), (tmp_path / "server.out").read_text()
+    overrides = {"multicast": "true"}
+    with ctftp_in_namespace(
+        multicast_namespace, tmp_path, root, overrides, "Starting listener"
+    ) as central:
         target = tmp_path / "boot.out"
-        argv = [*inside, "atftp", "--option", "multicast", "--option", f"blksize {BLKSIZE}"]
-        result = run_client(
-            [*argv, "--get", "-r", "boot.img", "-l", str(target), "127.0.0.1", str(port)],
-            timeout=60,
-        )
+        argv = ["ip", "netns", "exec", multicast_namespace, "atftp", "--option", "multicast"]
+        argv += ["--option", f"blksize {BLKSIZE}", "--get", "-r", "boot.img", "-l", str(target)]
+        result = run_client([*argv, "127.0.0.1", str(NAMESPACE_PORT)], timeout=60)
         assert result.returncode == 0, result.describe()
         assert target.read_bytes() == payload
         log = central.read_text()
         assert "multicast of file=" in log
         assert f"bytes={len(payload)} status=ok" in log
-    finally:
-        stop_process(proc)

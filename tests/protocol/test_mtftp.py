@@ -38,6 +38,14 @@ def boot(h, size):
     return [data[i : i + 512] for i in range(0, size + 1, 512)]
 
 
+def transfer(h, size=700):
+    """``pxelinux.0`` of ``size`` bytes asked for by CLIENT on the MTFTP
+    port: the transfer's port, and the file's blocks."""
+    parts = boot(h, size)
+    ask(h)
+    return h.transferPort(), parts
+
+
 def test_block_one_goes_to_the_client_and_the_rest_to_the_group(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
     parts = boot(h, 1300)  # 512, 512, 276
@@ -67,9 +75,7 @@ def test_block_one_goes_to_the_client_and_the_rest_to_the_group(harness, tmp_pat
 
 def test_lost_packets_are_sent_again_where_they_went(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    parts = boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, parts = transfer(h)
     sent(port)
     h.reactor.advance(1.0)  # block 1 lost: again to the client
     assert sent(port) == [(Data(1, parts[0]), CLIENT)]
@@ -84,9 +90,7 @@ def test_lost_packets_are_sent_again_where_they_went(harness, tmp_path):
 
 def test_a_silent_client_times_out_and_frees_the_file(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, _ = transfer(h)
     for _ in range(4):  # max_retries=3: four sends in all
         assert len(sent(port)) == 1
         h.reactor.advance(1.0)
@@ -99,9 +103,7 @@ def test_a_silent_client_times_out_and_frees_the_file(harness, tmp_path):
 
 def test_a_file_being_sent_gets_no_answer_its_client_listens(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    parts = boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, parts = transfer(h)
     with capturedLogs() as captured:
         ask(h, client=OTHER)
     assert h.reactor.newestPort() is port and answers(h) == []
@@ -126,9 +128,7 @@ def test_a_file_being_sent_gets_no_answer_its_client_listens(harness, tmp_path):
 
 def test_a_repeated_request_is_not_a_second_transfer(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, _ = transfer(h)
     ask(h)
     assert h.reactor.newestPort() is port
     assert len(h.recorder.started) == 1
@@ -178,9 +178,7 @@ def test_a_file_of_more_than_65535_blocks_is_refused(harness, tmp_path):
 
 def test_a_stranger_gets_error_5(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, _ = transfer(h)
     sent(port)
     port.deliver(encodeAck(1), OTHER)
     assert sent(port) == [(Error(ErrorCode.UNKNOWN_TID, "Unknown transfer ID"), OTHER)]
@@ -188,9 +186,7 @@ def test_a_stranger_gets_error_5(harness, tmp_path):
 
 def test_the_clients_error_ends_the_transfer(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    boot(h, 700)
-    ask(h)
-    port = h.transferPort()
+    port, _ = transfer(h)
     port.deliver(b"\x00\x05\x00\x00stop\x00", CLIENT)
     [record] = h.recorder.ended
     assert (record.status, record.message, record.errorCode) == ("error", "client_error", 0)
@@ -209,10 +205,8 @@ def test_the_ordinary_listener_serves_the_same_file_by_unicast(harness, tmp_path
 
 def test_sighup_reads_the_list_again_and_keeps_running_transfers(harness, tmp_path):
     h = mtftpHarness(harness, tmp_path)
-    boot(h, 700)
     h.write("kernel", b"k" * 10)
-    ask(h)
-    port = h.transferPort()
+    port, _ = transfer(h)
     (tmp_path / "mtftp.conf").write_text("pxelinux.0 239.255.1.1 3001\nkernel 239.255.1.2 3001\n")
     with capturedLogs() as captured:
         h.service.reload()

@@ -68,6 +68,43 @@ def join_group(sock: socket.socket, group: tuple[str, int]) -> None:
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
 
 
+class GroupClient:
+    """What the multicast clients the tests play by hand share: a control
+    socket on 127.0.0.1 that talks to the server, a socket on the group
+    once joined, and the blocks received (``last``: the short one's number)."""
+
+    def __init__(self, server: tuple[str, int], blksize: int) -> None:
+        self.server = server
+        self.blksize = blksize
+        self.control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.control.bind(("127.0.0.1", 0))
+        self.groupSocket: socket.socket | None = None
+        self.tid: tuple[str, int] | None = None
+        self.blocks: dict[int, bytes] = {}
+        self.last: int | None = None
+
+    def join(self, group: tuple[str, int]) -> None:
+        self.groupSocket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        join_group(self.groupSocket, group)
+
+    def keep(self, datagram: bytes) -> int:
+        """Keep a DATA packet's payload; its block number."""
+        packet = parse(datagram)
+        assert packet.opcode == OP_DATA, packet
+        self.blocks[packet.block] = packet.payload
+        if len(packet.payload) < self.blksize:
+            self.last = packet.block
+        return packet.block
+
+    def content(self) -> bytes:
+        return b"".join(self.blocks[n] for n in sorted(self.blocks))
+
+    def close(self) -> None:
+        self.control.close()
+        if self.groupSocket is not None:
+            self.groupSocket.close()
+
+
 def loopback_multicast() -> bool:
     """Whether a group joined on 127.0.0.1 receives what is sent through it."""
     group = ("239.255.77.250", free_udp_port())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ._support import SERVER_KIND, Server, start_server
+from ._support import SERVER_KIND, GroupClient, Server, start_server
 
 #: name -> size of the files every client fetches.
 SIZES = {
@@ -102,6 +102,15 @@ def server_factory(tmp_path: Path, payloads: dict[str, bytes]) -> Iterator[Serve
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def group_clients() -> Iterator[list[GroupClient]]:
+    """A list to put hand-made multicast clients in; they are closed at the end."""
+    made: list[GroupClient] = []
+    yield made
+    for client in made:
+        client.close()
 
 
 @pytest.fixture

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import select
 import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ._support import (
-    OP_DATA,
+    GroupClient,
     Server,
     ack,
     ctftp_in_namespace,
     free_udp_port,
-    join_group,
     loopback_multicast,
-    parse,
     rrq,
     run_client,
     wait_for,
@@ -34,23 +30,14 @@ WAIT = 5.0  # seconds any one packet may take on loopback
 GROUP_ADDRESS = "239.255.75.1"
 
 
-class MtftpClient:
-    """A PXE MTFTP client by hand: a socket for the server (the request,
-    block 1, the ACKs) and one on the group; every wait bounded."""
+class MtftpClient(GroupClient):
+    """A PXE MTFTP client by hand: the control socket sends the request,
+    gets block 1 and sends the ACKs; the group socket gets the rest; every
+    wait bounded."""
 
     def __init__(self, server: tuple[str, int], group: tuple[str, int]) -> None:
-        self.server = server
-        self.control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.control.bind(("127.0.0.1", 0))
-        self.group = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        join_group(self.group, group)
-        self.blocks: dict[int, bytes] = {}
-        self.last: int | None = None
-        self.tid: tuple[str, int] | None = None
-
-    def close(self) -> None:
-        self.control.close()
-        self.group.close()
+        super().__init__(server, 512)
+        self.join(group)
 
     def ask(self, name: str) -> None:
         self.control.sendto(rrq(name), self.server)
@@ -58,19 +45,14 @@ class MtftpClient:
     def receive(self, timeout: float = WAIT) -> int | None:
         """The next DATA block from the server or the group, kept; ``None``
         when nothing came within ``timeout``."""
-        ready, _, _ = select.select([self.control, self.group], [], [], timeout)
+        ready, _, _ = select.select([self.control, self.groupSocket], [], [], timeout)
         if not ready:
             return None
         sock = ready[0]
         datagram, sender = sock.recvfrom(65536)
-        packet = parse(datagram)
-        assert packet.opcode == OP_DATA, packet
         if sock is self.control:
             self.tid = sender
-        self.blocks[packet.block] = packet.payload
-        if len(packet.payload) < 512:
-            self.last = packet.block
-        return packet.block
+        return self.keep(datagram)
 
     def ackThrough(self, until: int | None = None) -> None:
         """Acknowledge each block as it comes, as the client that opened
@@ -90,17 +72,6 @@ class MtftpClient:
             if self.receive(quiet) is None:
                 return
         raise AssertionError("too many blocks")
-
-    def content(self) -> bytes:
-        return b"".join(self.blocks[n] for n in sorted(self.blocks))
-
-
-@pytest.fixture
-def clients() -> Iterator[list[MtftpClient]]:
-    made: list[MtftpClient] = []
-    yield made
-    for client in made:
-        client.close()
 
 
 def _mtftpServer(
@@ -125,12 +96,12 @@ def _events(server: Server, kind: str) -> list[str]:
 
 
 def test_one_client_acknowledges_another_listens_then_asks_for_what_it_missed(
-    server_factory: ServerFactory, tmp_path: Path, clients: list[MtftpClient]
+    server_factory: ServerFactory, tmp_path: Path, group_clients: list[GroupClient]
 ) -> None:
     payload = deterministic_bytes(60 * 512 + 77, seed=75)
     server, mtftp, group = _mtftpServer(server_factory, tmp_path, payload)
     first, second = MtftpClient(mtftp, group), MtftpClient(mtftp, group)
-    clients += [first, second]
+    group_clients += [first, second]
     first.ask("/pxelinux.0")
     first.ackThrough(10)
     second.ask("pxelinux.0")  # being sent: no answer, it listens
@@ -147,12 +118,12 @@ def test_one_client_acknowledges_another_listens_then_asks_for_what_it_missed(
 
 
 def test_with_two_workers_the_first_serves_mtftp(
-    server_factory: ServerFactory, tmp_path: Path, clients: list[MtftpClient]
+    server_factory: ServerFactory, tmp_path: Path, group_clients: list[GroupClient]
 ) -> None:
     payload = deterministic_bytes(5 * 512 + 1, seed=76)
     server, mtftp, group = _mtftpServer(server_factory, tmp_path, payload, workers="2")
     client = MtftpClient(mtftp, group)
-    clients.append(client)
+    group_clients.append(client)
     client.ask("pxelinux.0")
     client.ackThrough()
     assert client.content() == payload

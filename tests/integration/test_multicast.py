@@ -5,20 +5,17 @@ network namespace whose loopback routes multicast."""
 from __future__ import annotations
 
 import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ._support import (
     NAMESPACE_PORT,
-    OP_DATA,
     OP_OACK,
+    GroupClient,
     ack,
     ctftp_in_namespace,
     free_udp_port,
-    join_group,
     loopback_multicast,
     parse,
     rrq,
@@ -33,23 +30,12 @@ BLKSIZE = 1024
 WAIT = 5.0  # seconds any one packet may take on loopback
 
 
-class MulticastClient:
-    """An RFC 2090 read client by hand: a control socket talking to the
-    session's port, a group socket receiving DATA; every wait bounded."""
+class MulticastClient(GroupClient):
+    """An RFC 2090 read client by hand: the control socket talks to the
+    session's port, the group socket receives DATA; every wait bounded."""
 
     def __init__(self, server: tuple[str, int]) -> None:
-        self.server = server
-        self.control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.control.bind(("127.0.0.1", 0))
-        self.groupSocket: socket.socket | None = None
-        self.tid: tuple[str, int] | None = None
-        self.blocks: dict[int, bytes] = {}
-        self.last: int | None = None
-
-    def close(self) -> None:
-        self.control.close()
-        if self.groupSocket is not None:
-            self.groupSocket.close()
+        super().__init__(server, BLKSIZE)
 
     def request(self, name: str) -> None:
         options = {"multicast": "", "blksize": str(BLKSIZE)}
@@ -65,8 +51,7 @@ class MulticastClient:
         self.tid = addr
         address, port, master = packet.options["multicast"].split(",")
         if self.groupSocket is None:
-            self.groupSocket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            join_group(self.groupSocket, (address, int(port)))
+            self.join((address, int(port)))
         return master == "1"
 
     def ack(self, block: int) -> None:
@@ -79,12 +64,7 @@ class MulticastClient:
         self.groupSocket.settimeout(timeout)
         datagram, addr = self.groupSocket.recvfrom(65536)
         assert addr == self.tid
-        packet = parse(datagram)
-        assert packet.opcode == OP_DATA
-        self.blocks[packet.block] = packet.payload
-        if len(packet.payload) < BLKSIZE:
-            self.last = packet.block
-        return packet.block
+        return self.keep(datagram)
 
     def drain(self) -> None:
         """Take every DATA already waiting in the group socket."""
@@ -110,20 +90,9 @@ class MulticastClient:
             self.receive()
         raise AssertionError("too many rounds")
 
-    def content(self) -> bytes:
-        return b"".join(self.blocks[n] for n in sorted(self.blocks))
-
-
-@pytest.fixture
-def clients() -> Iterator[list[MulticastClient]]:
-    made: list[MulticastClient] = []
-    yield made
-    for client in made:
-        client.close()
-
 
 def test_three_clients_share_one_stream_and_take_turns(
-    server_factory: ServerFactory, tmp_path: Path, clients: list[MulticastClient]
+    server_factory: ServerFactory, tmp_path: Path, group_clients: list[GroupClient]
 ) -> None:
     if not loopback_multicast():
         pytest.skip("this host does not loop multicast back on 127.0.0.1")
@@ -136,7 +105,7 @@ def test_three_clients_share_one_stream_and_take_turns(
         root, multicast="true", multicast_addr="239.255.77.1", multicast_port=str(groupPort)
     )
     first, second, third = (MulticastClient((server.host, server.port)) for _ in range(3))
-    clients += [first, second, third]
+    group_clients += [first, second, third]
     first.request("boot.img")
     assert first.optionAck() is True
     first.ack(0)
